@@ -106,7 +106,8 @@ def alignment_cosine(
     """cos(θ, −∇L(θ)); 1 at a stationary point of L_λ with λ > 0 (Eq. 2)."""
     check_weights(weights)
     check_weights(grads, "grads")
-    dots = torch.stack([-(w * g).sum(dim=(-2, -1)) for w, g in zip(weights, grads, strict=True)], -1)
+    pairs = zip(weights, grads, strict=True)
+    dots = torch.stack([-(w * g).sum(dim=(-2, -1)) for w, g in pairs], -1)
     wn, gn = _member_sq(weights), _member_sq(grads)
     if per_layer:
         return dots / (wn * gn).sqrt()

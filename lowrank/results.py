@@ -1,0 +1,141 @@
+"""The results cache: tidy CSV tables with a JSON sidecar, written atomically.
+
+A table is reused only when its sidecar's spec matches the one asked for and the
+CSV's SHA-256 matches the sidecar; a quick-scale table must also come from the
+same ``lowrank`` sources. Anything else is reported with a warning and recomputed.
+Only csv/json are read back: nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import platform
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def results_dir() -> Path:
+    """``LOWRANK_RESULTS`` if set, else ``results/`` beside the package."""
+    return Path(os.environ.get("LOWRANK_RESULTS", PACKAGE_DIR.parent / "results"))
+
+
+def source_hash() -> str:
+    """SHA-256 over the package's Python sources, so stale quick tables are recomputed."""
+    h = hashlib.sha256()
+    for path in sorted(PACKAGE_DIR.glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def rows_to_csv(rows: list[dict[str, Any]]) -> bytes:
+    """Tidy rows (one dict each, same keys) as CSV bytes."""
+    if not rows:
+        raise ValueError("rows must be a non-empty list of dicts")
+    buf = io.StringIO()
+    fields = list(rows[0])
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue().encode()
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return platform.processor() or platform.machine()
+
+
+def paths(name: str, scale: str) -> tuple[Path, Path]:
+    """The CSV and JSON sidecar paths of one experiment at one scale."""
+    base = results_dir() / f"{name}-{scale}"
+    return base.with_suffix(".csv"), base.with_suffix(".json")
+
+
+def save_result(
+    rows: list[dict[str, Any]],
+    name: str,
+    scale: str,
+    spec: dict[str, Any],
+    wall_time_s: float,
+    device: str,
+) -> Path:
+    """Write the table and its sidecar atomically (CSV first, sidecar last)."""
+    data = rows_to_csv(rows)
+    csv_path, json_path = paths(name, scale)
+    meta = {
+        "experiment": name,
+        "scale": scale,
+        "spec": spec,
+        "device": device,
+        "device_name": _device_name(device),
+        "torch": torch.__version__,
+        "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+        "wall_time_s": round(wall_time_s, 3),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "csv_sha256": hashlib.sha256(data).hexdigest(),
+        "source_sha256": source_hash(),
+        "rows": len(rows),
+    }
+    _atomic_write(csv_path, data)
+    _atomic_write(json_path, json.dumps(meta, indent=2, sort_keys=True).encode())
+    return csv_path
+
+
+def load_meta(name: str, scale: str) -> dict[str, Any] | None:
+    """The sidecar of a stored table, or None when there is none."""
+    _, json_path = paths(name, scale)
+    if not json_path.exists():
+        return None
+    return json.loads(json_path.read_text())
+
+
+def load_result(name: str, scale: str, spec: dict[str, Any]):
+    """The stored table as a pandas DataFrame if it is valid for ``spec``, else None (warned)."""
+    csv_path, json_path = paths(name, scale)
+    if not csv_path.exists() or not json_path.exists():
+        return None
+    try:
+        meta = json.loads(json_path.read_text())
+        data = csv_path.read_bytes()
+    except (OSError, json.JSONDecodeError) as exc:
+        warnings.warn(f"{json_path} is unreadable ({exc}); recomputing", stacklevel=2)
+        return None
+    reason = None
+    if meta.get("spec") != json.loads(json.dumps(spec)):
+        reason = "its spec differs from the one asked for"
+    elif meta.get("csv_sha256") != hashlib.sha256(data).hexdigest():
+        reason = "the CSV does not match its recorded SHA-256 (corrupt or edited)"
+    elif scale == "quick" and meta.get("source_sha256") != source_hash():
+        reason = "it was computed by other lowrank sources"
+    if reason:
+        warnings.warn(f"ignoring {csv_path}: {reason}; recomputing", stacklevel=2)
+        return None
+    import pandas as pd
+
+    return pd.read_csv(io.BytesIO(data))
