@@ -102,13 +102,15 @@ class _DivergenceWatch:
             )
 
 
-def _gd_step(params, x, y, lam_t, eta, activation) -> torch.Tensor:
+def _loss_and_grads(params, x, y, activation) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     loss = empirical_loss(y * forward(params, x, activation))
-    grads = torch.autograd.grad(loss.sum(), params)
+    return loss.detach(), torch.autograd.grad(loss.sum(), params)
+
+
+def _decay_step(params, grads, lam_t, eta) -> None:
     with torch.no_grad():
         for w, g in zip(params, grads, strict=True):
             w.mul_(1 - eta * lam_t).sub_(eta * g)
-    return loss.detach()
 
 
 def gd(
@@ -143,15 +145,17 @@ def gd(
     for step in range(steps + 1):
         if step == steps:
             with torch.no_grad():
-                loss = empirical_loss(y * forward(params, x, activation))
+                loss, grads = empirical_loss(y * forward(params, x, activation)), None
         else:
-            loss = _gd_step(params, x, y, lam_t, eta, activation)
+            loss, grads = _loss_and_grads(params, x, y, activation)
         watch.update(step, loss)
         due = record_every is not None and (step % record_every == 0 or step == steps)
         if on_cpu or due or step == steps:
             watch.raise_if_diverged()
-        if due:
-            history.rows.extend(record(step, [p.detach() for p in params], loss))
+        if due:  # weights and loss of the same iterate θ_step, before its update
+            history.rows.extend(record(step, [p.detach().clone() for p in params], loss))
+        if grads is not None:
+            _decay_step(params, grads, lam_t, eta)
     return [p.detach() for p in params], history
 
 
@@ -195,8 +199,9 @@ def sgd(
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
             xb, yb = x[..., idx, :], y[..., idx]
-            loss = _gd_step(params, xb, yb, lam_t, eta, activation)
+            loss, grads = _loss_and_grads(params, xb, yb, activation)
             watch.update(epoch, loss)
+            _decay_step(params, grads, lam_t, eta)
         watch.raise_if_diverged()
         if record_every is not None and (epoch % record_every == 0 or epoch == epochs):
             history.rows.extend(record(epoch, [p.detach() for p in params], full_loss()))

@@ -166,3 +166,16 @@ def test_orthogonal_tasks_are_orthogonal_and_seeded():
     assert torch.equal(t1.x, s1.x) and torch.equal(t1.y, s1.y)
     with pytest.raises(ValueError, match="d must be >= 2"):
         data.orthogonal_tasks(5, 1)
+
+
+def test_logistic_is_accurate_far_in_the_tail():
+    # ℓ(z) = −z + ln(1 + e^{z}) for very negative z: compare with the log1p form in float64
+    z = torch.tensor([-25.0, -35.0, -45.0], dtype=torch.float64)
+    exact = -z + torch.log1p(torch.exp(z))
+    assert torch.equal(losses.logistic(z), exact)
+
+
+def test_logistic_gradient_at_zero_margin():
+    z = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(losses.logistic(z).sum(), z)
+    assert torch.equal(g, torch.full((3,), -0.5, dtype=torch.float64))

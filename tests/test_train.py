@@ -112,3 +112,19 @@ def test_sgd_minibatches_are_seeded(task):
     b, _ = train.sgd(ws, task.x, task.y, 0.01, 0.2, epochs=3, batch_size=7, seed=1)
     c, _ = train.sgd(ws, task.x, task.y, 0.01, 0.2, epochs=3, batch_size=7, seed=2)
     assert torch.equal(a[0], b[0]) and not torch.equal(a[0], c[0])
+
+
+def test_recorded_weights_and_loss_belong_to_the_same_iterate(task):
+    ws = nets.init_mlp([4, 5, 1], seed=6)
+    seen = {}
+
+    def rec(step, weights, loss):
+        seen[step] = ([w.clone() for w in weights], loss.clone())
+        return []
+
+    out, _ = train.gd(ws, task.x, task.y, 0.1, 0.3, 3, record_every=1, record=rec)
+    assert torch.equal(seen[0][0][0], ws[0])
+    assert torch.equal(seen[3][0][0], out[0])
+    for step, (weights, loss) in seen.items():
+        expected, _ = metrics.loss_and_gradient(weights, task.x, task.y)
+        assert torch.allclose(loss, expected), step
