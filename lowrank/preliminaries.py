@@ -1,0 +1,56 @@
+"""Section 2's tools, in checkable form: the logistic-loss facts and Euler's theorem per layer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from lowrank.checks import check_finite, check_weights
+from lowrank.losses import logistic, logistic_prime
+from lowrank.nets import activation_degree, forward, layer_degrees
+
+
+def logistic_fact_gaps(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """RHS − LHS of Section 2's facts −ℓ' ≤ ℓ, xℓ' ≤ ℓ, −xℓ' ≤ √ℓ (and the false −xℓ' ≤ ℓ)."""
+    check_finite(x, "x")
+    loss, slope = logistic(x), logistic_prime(x)
+    return {
+        "-l' <= l": loss + slope,
+        "x l' <= l": loss - x * slope,
+        "-x l' <= sqrt(l)": loss.sqrt() + x * slope,
+        "-x l' <= l (false)": loss + x * slope,
+    }
+
+
+def euler_layer_traces(
+    weights: Sequence[torch.Tensor], x: torch.Tensor, activation: str
+) -> torch.Tensor:
+    """tr(∇_{W_k} f_θ(x_i) W_kᵀ) for every layer k and input i, shape (K, n) (Lemma 2's proof).
+
+    The trace is the derivative of f along W_k ↦ (1 + t)W_k at t = 0, so one
+    forward-mode product per layer gives it for all inputs at once.
+    """
+    weights = check_weights(weights)
+    if weights[0].ndim != 2:
+        raise ValueError("weights must be one network (2-D weight matrices), not an ensemble")
+    rows = []
+    for k in range(len(weights)):
+
+        def f_of_layer(w_k: torch.Tensor, k: int = k) -> torch.Tensor:
+            return forward([*weights[:k], w_k, *weights[k + 1 :]], x, activation)
+
+        _, tangent = torch.func.jvp(f_of_layer, (weights[k],), (weights[k],))
+        rows.append(tangent)
+    return torch.stack(rows)
+
+
+def euler_layer_residual(
+    weights: Sequence[torch.Tensor], x: torch.Tensor, activation: str
+) -> torch.Tensor:
+    """max_i |tr(∇_{W_k} f W_kᵀ) − H^{K−k} f| / max_i |f| per layer (Euler's theorem per layer)."""
+    traces = euler_layer_traces(weights, x, activation)
+    f = forward(weights, x, activation)
+    degrees = layer_degrees(len(weights), activation_degree(activation))
+    expected = torch.tensor(degrees, dtype=f.dtype).unsqueeze(-1) * f
+    return (traces - expected).abs().amax(dim=-1) / f.abs().max()
