@@ -1,0 +1,77 @@
+"""Theorem 2's constants A1, A2, B and Lemma 5's right-hand side against hand-worked values."""
+
+import math
+
+import numpy as np
+import pytest
+
+from lowrank import bounds
+
+
+def test_B_is_norm_squared_plus_C_over_lambda():
+    # ‖w(0)‖ = √2, C = 1, λ = 1/2: B = 2 + 2 = 4
+    assert bounds.theorem2_B(math.sqrt(2), 1.0, 0.5) == pytest.approx(4.0, rel=1e-15)
+
+
+def test_log_A1_hand_values():
+    # K = 2: B^{1}(K-1)(1+λK)C/(2λK) = 4·1·2·1/2 = 4
+    assert bounds.theorem2_log_A1(4.0, 1.0, 0.5, 2) == pytest.approx(4.0, rel=1e-15)
+    # K = 4, B = 16, λ = 1/4: 16^{3/2}·3·2·1/(2·1) = 64·3 = 192
+    assert bounds.theorem2_log_A1(16.0, 1.0, 0.25, 4) == pytest.approx(192.0, rel=1e-15)
+    assert bounds.theorem2_A1(4.0, 1.0, 0.5, 2) == pytest.approx(math.exp(4.0), rel=1e-14)
+
+
+def test_A1_overflow_is_inf_not_an_error():
+    assert bounds.theorem2_A1(1e6, 1.0, 0.01, 3) == math.inf
+
+
+def test_A2_hand_value():
+    # λK = 1 and t = 2 ln 2: 1 − e^{−λKt/2} = 1/2, so A2 = 2·4·1·e^4·(1/2)/1 = 4e^4
+    a2 = bounds.theorem2_A2(4.0, 1.0, 0.5, 2, 2 * math.log(2))
+    assert float(a2) == pytest.approx(4 * math.exp(4), rel=1e-14)
+    assert float(bounds.theorem2_A2(4.0, 1.0, 0.5, 2, 0.0)) == 0.0
+
+
+def test_theorem2_rhs_hand_value_and_array_t():
+    t = 2 * math.log(2)
+    # 0.5·e^4·e^{−2 ln 2} + 0.1·4e^4 = e^4 (1/8 + 2/5)
+    rhs = bounds.theorem2_rhs(0.5, 0.1, 4.0, 1.0, 0.5, 2, t)
+    assert float(rhs) == pytest.approx(math.exp(4) * (0.125 + 0.4), rel=1e-14)
+    arr = bounds.theorem2_rhs(0.5, 0.0, 4.0, 1.0, 0.5, 2, np.array([0.0, t]))
+    np.testing.assert_allclose(arr, [0.5 * math.exp(4), 0.125 * math.exp(4)], rtol=1e-14)
+
+
+def test_lemma5_rhs_hand_value():
+    # √((K−1)(1+λK) L0 (t−s)) = √(1·2·1·4) = √8
+    assert float(bounds.lemma5_rhs(2, 0.5, 1.0, 4.0)) == pytest.approx(math.sqrt(8), rel=1e-15)
+    assert float(bounds.lemma5_rhs(3, 0.5, 0.0, 4.0)) == 0.0
+
+
+def test_balanced_norm_bound_hand_values():
+    # K = 2: ‖w0‖ + 2L0/(λK) = 1 + 2 = 3; K = 4: (16^{1/2} + 2/(0.5·4))^2 = 25
+    assert bounds.balanced_norm_bound(1.0, 1.0, 0.5, 2) == pytest.approx(3.0, rel=1e-15)
+    assert bounds.balanced_norm_bound(16.0, 1.0, 0.5, 4) == pytest.approx(25.0, rel=1e-15)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: bounds.theorem2_B(1.0, 1.0, 0.0),
+        lambda: bounds.theorem2_B(-1.0, 1.0, 0.1),
+        lambda: bounds.theorem2_log_A1(1.0, 0.0, 0.1, 2),
+        lambda: bounds.theorem2_log_A1(1.0, 1.0, 0.1, 1),
+        lambda: bounds.theorem2_log_A1(1.0, 1.0, 0.1, 2.5),
+        lambda: bounds.theorem2_A2(1.0, 1.0, 0.1, 2, -1.0),
+        lambda: bounds.theorem2_rhs(0.1, -0.1, 1.0, 1.0, 0.1, 2, 1.0),
+        lambda: bounds.lemma5_rhs(2, 0.1, 1.0, -1.0),
+        lambda: bounds.balanced_norm_bound(1.0, 1.0, -0.1, 2),
+    ],
+)
+def test_bad_arguments_raise_value_error(call):
+    with pytest.raises(ValueError):
+        call()
+
+
+def test_A2_at_infinity_is_its_limit():
+    # 2·4·1·e^4/(λK) with λK = 1
+    assert float(bounds.theorem2_A2(4.0, 1.0, 0.5, 2, math.inf)) == pytest.approx(8 * math.exp(4))
