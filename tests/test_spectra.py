@@ -1,0 +1,272 @@
+"""lowrank.spectra on tiny random checkpoints of every supported family (no downloads)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from lowrank import spectra
+
+torch.set_num_threads(1)
+D, FF, LAYERS, HEADS = 32, 64, 2, 4
+
+
+def _fro(w: torch.Tensor) -> float:
+    return float(torch.linalg.matrix_norm(w.double()))
+
+
+def _spec(w: torch.Tensor) -> float:
+    return float(torch.linalg.svdvals(w.double())[0])
+
+
+def _expected(family: str, model) -> dict[tuple[int, str], torch.Tensor]:
+    """Role matrices (out, in) taken straight from the model's modules."""
+    out = {}
+    for l in range(LAYERS):
+        if family in ("bert", "roberta"):
+            enc = model.encoder if family == "bert" else model.roberta.encoder
+            lay = enc.layer[l]
+            att = lay.attention.self
+            m = {"Q": att.query.weight, "K": att.key.weight, "V": att.value.weight,
+                 "O": lay.attention.output.dense.weight, "M1": lay.intermediate.dense.weight,
+                 "M2": lay.output.dense.weight}
+        elif family == "gpt2":
+            blk = model.transformer.h[l]
+            qkv = blk.attn.c_attn.weight  # Conv1D: (in, 3d)
+            m = {"Q": qkv[:, :D].T, "K": qkv[:, D:2 * D].T, "V": qkv[:, 2 * D:].T,
+                 "O": blk.attn.c_proj.weight.T, "M1": blk.mlp.c_fc.weight.T,
+                 "M2": blk.mlp.c_proj.weight.T}
+        elif family in ("phi", "phi-mixer"):
+            lay = model.model.layers[l]
+            a = lay.self_attn
+            m = {"Q": a.q_proj.weight, "K": a.k_proj.weight, "V": a.v_proj.weight,
+                 "O": a.dense.weight, "M1": lay.mlp.fc1.weight, "M2": lay.mlp.fc2.weight}
+        else:  # gptj
+            blk = model.transformer.h[l]
+            a = blk.attn
+            m = {"Q": a.q_proj.weight, "K": a.k_proj.weight, "V": a.v_proj.weight,
+                 "O": a.out_proj.weight, "M1": blk.mlp.fc_in.weight, "M2": blk.mlp.fc_out.weight}
+        m = {r: w.detach().clone() for r, w in m.items()}
+        m["QKV"] = torch.cat([m["Q"], m["K"], m["V"]])
+        out.update({(l, r): w for r, w in m.items()})
+    return out
+
+
+def _old_phi_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The original microsoft/phi-2 naming: fused mixer.Wqkv, mixer.out_proj, mlp.fc1/fc2."""
+    out = {}
+    for l in range(LAYERS):
+        p = f"model.layers.{l}."
+        out[f"transformer.h.{l}.mixer.Wqkv.weight"] = torch.cat(
+            [sd[p + f"self_attn.{x}_proj.weight"] for x in "qkv"])
+        out[f"transformer.h.{l}.mixer.out_proj.weight"] = sd[p + "self_attn.dense.weight"]
+        out[f"transformer.h.{l}.mlp.fc1.weight"] = sd[p + "mlp.fc1.weight"]
+        out[f"transformer.h.{l}.mlp.fc2.weight"] = sd[p + "mlp.fc2.weight"]
+    out["transformer.embd.wte.weight"] = sd["model.embed_tokens.weight"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """family -> (folder, expected role matrices), each from its transformers config."""
+    transformers = pytest.importorskip("transformers")
+    from safetensors.torch import save_file
+
+    t = transformers
+    small = dict(vocab_size=50)
+    builds = {
+        "bert": (t.BertConfig(hidden_size=D, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                              intermediate_size=FF, **small), t.BertModel),
+        "roberta": (t.RobertaConfig(hidden_size=D, num_hidden_layers=LAYERS,
+                                    num_attention_heads=HEADS, intermediate_size=FF, **small),
+                    t.RobertaForMaskedLM),
+        "gpt2": (t.GPT2Config(n_embd=D, n_layer=LAYERS, n_head=HEADS, n_positions=16,
+                              bos_token_id=0, eos_token_id=0, **small), t.GPT2LMHeadModel),
+        "phi": (t.PhiConfig(hidden_size=D, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                            intermediate_size=FF, **small), t.PhiForCausalLM),
+        "gptj": (t.GPTJConfig(n_embd=D, n_layer=LAYERS, n_head=HEADS, n_positions=16,
+                              rotary_dim=4, bos_token_id=0, eos_token_id=0, **small),
+                 t.GPTJForCausalLM),
+    }
+    made = {}
+    for i, (family, (config, cls)) in enumerate(builds.items()):
+        torch.manual_seed(i)
+        model = cls(config).eval()
+        sd = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+        folder = tmp_path_factory.mktemp(family)
+        save_file(sd, str(folder / "model.safetensors"))
+        (folder / "config.json").write_text(json.dumps(config.to_dict()))
+        made[family] = (folder, _expected(family, model))
+        if family == "phi":
+            old = tmp_path_factory.mktemp("phi-mixer")
+            save_file(_old_phi_names(sd), str(old / "model.safetensors"))
+            made["phi-mixer"] = (old, _expected(family, model))
+    return made
+
+
+FAMILY_OF = {"bert": "bert", "roberta": "bert", "gpt2": "gpt2", "phi": "phi",
+             "phi-mixer": "phi-mixer", "gptj": "gptj"}
+
+
+@pytest.mark.parametrize("family", list(FAMILY_OF))
+def test_roles_and_values_match_direct_computation(checkpoints, family):
+    folder, expected = checkpoints[family]
+    rows = spectra.analyse(folder, method="exact", device="cpu")
+    assert {r["family"] for r in rows} == {FAMILY_OF[family]}
+    assert len(rows) == LAYERS * len(spectra.ROLES)
+    for r in rows:
+        w = expected[(r["layer"], r["role"])]
+        assert (r["rows"], r["cols"]) == tuple(w.shape)
+        assert r["fro"] == pytest.approx(_fro(w), rel=1e-10)
+        assert r["spectral"] == pytest.approx(_spec(w), rel=1e-10)
+        assert r["stable_rank"] == pytest.approx(_fro(w) / _spec(w), rel=1e-10)
+        assert r["stable_rank_sq"] == pytest.approx(r["stable_rank"] ** 2, rel=1e-12)
+    with spectra.Checkpoint(folder) as ckpt:  # the matrices themselves, not only their norms
+        for layer, mats in ckpt.iter_layers():
+            for role, w in mats.items():
+                torch.testing.assert_close(w, expected[(layer, role)].double())
+
+
+@pytest.mark.parametrize("family", list(FAMILY_OF))
+def test_architecture_table_from_headers(checkpoints, family):
+    folder, _ = checkpoints[family]
+    ff = 4 * D if family in ("gpt2", "gptj") else FF
+    arch = spectra.architecture(folder)
+    assert (arch["layers"], arch["d_model"], arch["d_ff"]) == (LAYERS, D, ff)
+
+
+def test_sharded_and_half_precision_checkpoint(checkpoints, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    folder, expected = checkpoints["gptj"]
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        sd = {k: f.get_tensor(k).to(torch.bfloat16) for k in f.keys()}
+    names = sorted(sd)
+    shards = {"model-00001-of-00002.safetensors": names[::2],
+              "model-00002-of-00002.safetensors": names[1::2]}
+    weight_map = {}
+    for fname, keys in shards.items():
+        save_file({k: sd[k] for k in keys}, str(tmp_path / fname))
+        weight_map.update({k: fname for k in keys})
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (tmp_path / "stray.safetensors").write_text("not listed in the index, never opened")
+    rows = spectra.analyse(tmp_path, device="cpu")
+    for r in rows:
+        w = expected[(r["layer"], r["role"])].to(torch.bfloat16)
+        assert r["fro"] == pytest.approx(_fro(w), rel=1e-10)
+
+
+def test_unknown_architecture_lists_the_names(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"blocks.0.attn.W_Q": torch.ones(2, 2), "blocks.0.mlp.W_in": torch.ones(2, 2)},
+              str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"unknown architecture.*blocks\.0\.attn\.W_Q"):
+        spectra.Checkpoint(tmp_path)
+
+
+def test_incomplete_layer_is_not_recognised(checkpoints, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    folder, _ = checkpoints["bert"]
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        sd = {k: f.get_tensor(k) for k in f.keys() if "layer.1.attention.self.key" not in k}
+    save_file(sd, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match="unknown architecture"):
+        spectra.Checkpoint(tmp_path)
+
+
+def test_hf_cache_resolution_offline(checkpoints, tmp_path, monkeypatch):
+    folder, _ = checkpoints["bert"]
+    repo = tmp_path / "models--someone--tiny-bert"
+    snap = repo / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123\n")
+    for f in folder.iterdir():
+        (snap / f.name).symlink_to(f)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    assert spectra.resolve_checkpoint("someone/tiny-bert") == snap
+    assert spectra.architecture("someone/tiny-bert")["layers"] == LAYERS
+    with pytest.raises(ValueError, match="never downloads"):
+        spectra.resolve_checkpoint("someone/not-cached")
+
+
+def test_known_stable_rank_by_hand():
+    # diag(3, 4): ‖W‖_F = 5, ‖W‖_2 = 4, stable rank 5/4, squared 25/16.
+    w = torch.diag(torch.tensor([3.0, 4.0], dtype=torch.float64))
+    (row,) = spectra.layer_rows({"X": w})
+    assert (row["fro"], row["spectral"]) == pytest.approx((5.0, 4.0), rel=1e-14)
+    assert row["stable_rank"] == pytest.approx(1.25, rel=1e-14)
+    assert row["stable_rank_sq"] == pytest.approx(1.5625, rel=1e-14)
+    with pytest.raises(ValueError, match="zero matrix"):
+        spectra.layer_rows({"Z": torch.zeros(2, 3)})
+
+
+def test_power_iteration_against_known_singular_values():
+    gen = torch.Generator().manual_seed(0)
+    u = torch.linalg.qr(torch.randn(60, 20, generator=gen, dtype=torch.float64)).Q
+    v = torch.linalg.qr(torch.randn(30, 20, generator=gen, dtype=torch.float64)).Q
+    s = torch.linspace(5.0, 0.1, 20, dtype=torch.float64)  # σ1 = 5, σ2 ≈ 4.74: a small gap
+    w = u @ torch.diag(s) @ v.T
+    for mat in (w, w.T, torch.stack([w, 2 * w])):
+        est = spectra.spectral_norm_power(mat, tol=1e-12, iters=2000)
+        assert torch.allclose(est, torch.linalg.svdvals(mat)[..., 0], rtol=1e-9)
+    # one step is visibly wrong: the check is able to fail
+    one = float(spectra.spectral_norm_power(w, iters=1, block=1, tol=1e-12))
+    assert spectra.relative_error(one, 5.0) > 1e-3
+    with pytest.raises(ValueError, match="method must be one of"):
+        spectra.matrix_norms(w, method="lanczos")
+
+
+def test_head_balance_on_balanced_and_unbalanced_heads():
+    gen = torch.Generator().manual_seed(1)
+    heads, dh, d = 3, 4, 10
+    q = torch.randn(heads * dh, d, generator=gen, dtype=torch.float64)
+    rot = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64)).Q
+    k = q @ rot  # K_h = Q_h R with R orthogonal, so K_hK_hᵀ = Q_hQ_hᵀ
+    v = torch.randn(heads * dh, d, generator=gen, dtype=torch.float64)
+    o = v.T.clone()  # O_h = V_hᵀ, so O_hᵀO_h = V_hV_hᵀ
+    bal = spectra.head_balance(q, k, v, o, heads)
+    for key in ("qk_ratio", "vo_ratio"):
+        torch.testing.assert_close(bal[key], torch.ones(heads, dtype=torch.float64))
+    for key in ("qk_gram_residual", "vo_gram_residual"):
+        assert float(bal[key].max()) < 1e-12
+    # K scaled by 2: ratio 1/2 and Gram residual |1 - 4| = 3, exactly
+    bad = spectra.head_balance(q, 2 * k, v, o, heads)
+    torch.testing.assert_close(bad["qk_ratio"], torch.full((heads,), 0.5, dtype=torch.float64))
+    torch.testing.assert_close(bad["qk_gram_residual"], torch.full((heads,), 3.0,
+                                                                    dtype=torch.float64))
+    # heads of O in the wrong order: the V/O balance breaks
+    swapped = torch.cat([o[:, dh:], o[:, :dh]], dim=1)
+    assert float(spectra.head_balance(q, k, v, swapped, heads)["vo_gram_residual"].min()) > 0.1
+    with pytest.raises(ValueError, match="q and k"):
+        spectra.head_balance(q, k[:-1], v, o, heads)
+
+
+def test_packaged_minilm_table1_row():
+    arch = spectra.architecture("minilm")
+    assert (arch["family"], arch["layers"], arch["d_model"], arch["d_ff"]) == ("bert", 6, 384, 1536)
+    assert spectra.attention_heads(spectra.checkpoint_config("minilm")) == 12
+
+
+def test_cli_writes_csv_and_figure(checkpoints, tmp_path):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    folder, _ = checkpoints["bert"]
+    parser = argparse.ArgumentParser()
+    spectra.add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["spectra", str(folder), "--out", str(tmp_path), "--method", "power"])
+    assert args.func(args) == 0
+    csvs = list(tmp_path.glob("*-spectra.csv"))
+    assert len(csvs) == 1
+    lines = csvs[0].read_text().splitlines()
+    assert len(lines) == 1 + LAYERS * len(spectra.ROLES) and lines[0].startswith("model,family")
+    assert len(list(tmp_path.glob("*-spectra.png"))) == 1
