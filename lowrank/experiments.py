@@ -19,7 +19,7 @@ from lowrank import results
 from lowrank.config import default_device
 from lowrank.config import scale as resolve_scale
 
-EXPERIMENT_MODULES: list[str] = []
+EXPERIMENT_MODULES: list[str] = ["lowrank.merging", "lowrank.fashion", "lowrank.figure2"]
 
 _REGISTRY: dict[str, Experiment] = {}
 

@@ -447,7 +447,7 @@ def figure2(df):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    panels = [("inv_stable_rank", "avg. inverse stable rank"),
+    panels = [("inv_stable_rank", "avg. inverse stable rank\n(non-collapsed members)"),
               ("class_error", "classification error"),
               ("margin_error", r"margin error ($y f < 1$)"), ("loss", "average loss")]
     freqs = sorted(df["frequency"].unique())
@@ -458,7 +458,9 @@ def figure2(df):
         collapsed = sub.loc[sub["collapsed"].astype(bool), "lam"]
         for j, (col, label) in enumerate(panels):
             ax = axes[i, j]
-            sns.lineplot(data=sub, x="lam", y=col, errorbar="sd", marker="o", ax=ax)
+            # Collapsed members' stable ranks are those of vanishing weights: left out.
+            shown = sub[~sub["collapsed"].astype(bool)] if j == 0 else sub
+            sns.lineplot(data=shown, x="lam", y=col, errorbar="sd", marker="o", ax=ax)
             if len(collapsed):
                 ax.axvspan(collapsed.min(), sub["lam"].max(), color="0.85", zorder=0,
                            label="a member collapsed to 0")

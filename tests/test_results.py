@@ -110,3 +110,8 @@ def test_load_or_run_uses_the_cache(store, toy):
 def test_unknown_experiment_names_the_known_ones(toy):
     with pytest.raises(ValueError, match="unknown experiment 'nope'.*toy-test"):
         experiments.get("nope")
+
+
+def test_results_are_world_readable(store):
+    path = results.save_result([{"a": 1}], "perm", "quick", {}, 0.0, "cpu")
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -1,0 +1,143 @@
+"""Merging experiments (Figures 3 and 5): data, the batched runner, the chapter's checks."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from lowrank import experiments, merging
+from lowrank.data import orthogonal_tasks
+from lowrank.fast import gd
+from lowrank.losses import empirical_loss
+from lowrank.nets import forward, init_mlp
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: a second thread only oversubscribes
+    yield
+    torch.set_num_threads(before)
+
+
+TINY = {
+    "d": 8, "hidden": [16, 4], "n": 40, "n_test": 30, "a": 1.0, "eta": 1.0, "steps": 4,
+    "record_every": 2, "seeds": 1, "settings": ["different", "same"], "lams": [0.0, 0.1],
+    "metrics": list(merging.METRICS),
+}  # fmt: skip
+
+
+def test_different_tasks_are_orthogonal_and_same_tasks_are_not():
+    diff = merging.synthetic_draw("different", 30, 10, 8, 1.0, seed=3)
+    same = merging.synthetic_draw("same", 30, 10, 8, 1.0, seed=3)
+    assert (diff.train[0].x @ diff.train[1].x.T).abs().max() < 1e-14
+    assert (diff.train[0].x @ diff.test[1].x.T).abs().max() < 1e-14
+    assert (same.train[0].x @ same.train[1].x.T).abs().max() > 0.5
+    for task in (*diff.train, *diff.test, *same.train):
+        assert torch.allclose(task.x.norm(dim=1), torch.ones(len(task.x), dtype=torch.float64))
+        assert set(task.y.tolist()) <= {-1.0, 1.0}
+    assert diff.train[0].x.shape == (30, 8) and diff.test[0].x.shape == (10, 8)
+
+
+def test_same_task_inputs_lie_in_the_first_subspace():
+    # the span of orthogonal_tasks' task-1 inputs is Σ_1's range (d/2 = 4 dimensions)
+    span = orthogonal_tasks(50, 8, seed=4)[0].x
+    q, _ = torch.linalg.qr(span.T)
+    q = q[:, :4]
+    for task in merging.same_distribution_tasks(20, 8, seed=4):
+        resid = task.x - (task.x @ q) @ q.T
+        assert resid.abs().max() < 1e-12
+
+
+def test_runner_rows_and_merged_loss_by_hand():
+    draws = merging._synthetic_draws(TINY)
+    rows = pd.DataFrame(merging.run_merging(draws, TINY))
+    assert set(rows.columns) == {
+        "setting", "lam", "seed", "step", "model", "task", "layer", "metric", "value"
+    }  # fmt: skip
+    assert sorted(rows.step.unique()) == [0, 2, 4]
+    # step 0, λ irrelevant: merged loss on task 1 is the loss of the sum of the two inits
+    dr = draws[0]
+    w1, w2 = (init_mlp([8, 16, 4, 1], seed=10_000 + t) for t in range(2))
+    merged = [a + b for a, b in zip(w1, w2, strict=True)]
+    want = empirical_loss(dr.train[0].y * forward(merged, dr.train[0].x)).item()
+    got = rows.query(
+        "step == 0 and setting == 'different' and lam == 0 and model == 'merged' "
+        "and task == 1 and metric == 'loss'"
+    ).value
+    assert got.item() == pytest.approx(want, abs=1e-14)
+    srank = rows[rows.metric == "stable_rank"]
+    assert set(srank.layer) == {1, 2} and srank.value.ge(1 - 1e-12).all()
+    errors = rows[rows.metric.str.endswith("error")].value
+    assert errors.between(0, 1).all()
+
+
+def test_individual_rows_match_a_separate_training_run():
+    spec = {**TINY, "settings": ["same"], "lams": [0.1], "metrics": ["loss"], "steps": 6}
+    draws = merging._synthetic_draws(spec)
+    rows = pd.DataFrame(merging.run_merging(draws, spec))
+    w = init_mlp([8, 16, 4, 1], seed=10_001)
+    task2 = draws[0].train[1]
+    _, hist = gd(w, task2.x, task2.y, 0.1, 1.0, 6, record_every=2)
+    want = [r["loss"] for r in hist.rows]
+    got = rows.query("model == 'individual' and task == 2").sort_values("step").value
+    assert got.tolist() == pytest.approx(want, abs=1e-13)
+
+
+def test_weight_decay_closes_the_merging_gap_and_same_task_does_not():
+    spec = {**TINY, "seeds": 2, "steps": 250, "record_every": 250, "lams": [0.0, 0.05],
+            "metrics": ["loss"]}  # fmt: skip
+    gaps = merging.final_gaps(pd.DataFrame(merging.FIG3.run(spec, "cpu", False)))
+    mean = gaps.groupby(["setting", "lam"]).gap.mean()
+    assert mean[("different", 0.05)] < 0.05 < 0.2 < mean[("different", 0.0)]
+    assert mean[("same", 0.05)] > 0.3
+
+
+def test_first_layer_leak_is_zero_only_for_orthogonal_inputs():
+    for setting, zero in (("different", True), ("same", False)):
+        t1, t2 = merging.synthetic_draw(setting, 30, 0, 8, 1.0, seed=0).train
+        w0 = init_mlp([8, 16, 4, 1], seed=1)
+        wt, _ = gd(w0, t2.x, t2.y, 0.05, 1.0, 50)
+        leak = merging.first_layer_leak(w0[0], wt[0], t1.x, 1.0, 0.05, 50)
+        assert (leak < 1e-13) is zero
+    # the wrong decay factor breaks the identity
+    t1, t2 = merging.synthetic_draw("different", 30, 0, 8, 1.0, seed=0).train
+    wt, _ = gd(w0, t2.x, t2.y, 0.05, 1.0, 50)
+    assert merging.first_layer_leak(w0[0], wt[0], t1.x, 1.0, 0.04, 50) > 1e-3
+    with pytest.raises(ValueError, match="w0 and wt"):
+        merging.first_layer_leak(w0[0], wt[0][:, :4], t1.x, 1.0, 0.05, 50)
+
+
+def test_final_gaps_and_bad_specs():
+    df = pd.DataFrame(
+        [
+            {"setting": "different", "lam": 0.1, "seed": 0, "step": s, "model": m, "task": 1,
+             "layer": 0, "metric": "loss", "value": v}
+            for s, m, v in ((0, "individual", 9.0), (5, "individual", 0.25), (5, "merged", 0.5))
+        ]
+    )  # fmt: skip
+    assert merging.final_gaps(df).gap.tolist() == [0.25]
+    with pytest.raises(ValueError, match="metric"):
+        merging.final_gaps(df, "stable_rank")
+    draws = merging._synthetic_draws(TINY)
+    with pytest.raises(ValueError, match="spec lacks"):
+        merging.run_merging(draws, {k: v for k, v in TINY.items() if k != "eta"})
+    with pytest.raises(ValueError, match="unknown"):
+        merging.run_merging(draws, {**TINY, "metrics": ["accuracy"]})
+    short = merging.synthetic_draw("different", 20, 30, 8, 1.0, seed=0)
+    with pytest.raises(ValueError, match="same n and d"):
+        merging.run_merging([draws[0], short], TINY)
+    with pytest.raises(ValueError, match="setting"):
+        merging.synthetic_draw("other", 20, 0, 8, 1.0, seed=0)
+
+
+def test_registered_with_the_papers_full_settings():
+    reg = experiments.registry()
+    assert {"fig3", "fig5"} <= set(reg)
+    full = reg["fig3"].spec("full")
+    assert (full["d"], full["hidden"], full["eta"], full["steps"]) == (100, [1000, 100], 1.0, 1e5)
+    assert full["lam_main"] == 1e-4 and full["seeds"] == 10 and 0.0 in full["lams"]
+    assert reg["fig5"].spec("full")["lams"] == [1e-4]
+    with pytest.raises(ValueError, match="scale"):
+        reg["fig3"].spec("medium")
