@@ -19,7 +19,12 @@ from lowrank import results
 from lowrank.config import default_device
 from lowrank.config import scale as resolve_scale
 
-EXPERIMENT_MODULES: list[str] = ["lowrank.merging", "lowrank.fashion", "lowrank.figure2"]
+EXPERIMENT_MODULES: list[str] = [
+    "lowrank.merging",
+    "lowrank.fashion",
+    "lowrank.figure2",
+    "lowrank.beyond",
+]
 
 _REGISTRY: dict[str, Experiment] = {}
 

@@ -469,3 +469,83 @@ def figure2(df):
         axes[i, 0].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     return fig
+
+
+def beyond_overlap_figure(summary, shallow_rows, keep: float = 0.8):
+    """Chapter 12: retained fraction R against ε, and the shallow net's ‖W'_t x‖ vs Lemma 4."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
+    sns.lineplot(data=summary, x="eps", y="retained", hue="model", style="geometry",
+                 markers=True, ax=axes[0])
+    axes[0].axhline(keep, color="grey", ls=":", lw=1)
+    axes[0].set_ylim(-0.5, 1.1)
+    axes[0].set_xlabel("cross-task overlap ε")
+    axes[0].set_ylabel("retained fraction R")
+    rows = shallow_rows.groupby(["geometry", "eps"], as_index=False)[
+        ["leak_max", "init_term_max", "eps_term"]
+    ].mean()
+    rows["bound"] = rows.init_term_max + rows.eps_term
+    sns.lineplot(data=rows, x="eps", y="leak_max", hue="geometry", marker="o", ax=axes[1])
+    sns.lineplot(data=rows, x="eps", y="bound", color="black", ls="--", ax=axes[1],
+                 label="Lemma 4 bound")
+    axes[1].set_yscale("log")
+    axes[1].set_xlabel("cross-task overlap ε")
+    axes[1].set_ylabel(r"shallow net: $\max_i \|W'_t x_i\|$")
+    return fig
+
+
+def beyond_ktasks_figure(df):
+    """Chapter 12: loss of the sum of k nets on each of its k tasks, against k, per width."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8), constrained_layout=True)
+    long = df.melt(id_vars=["width", "k"], value_vars=["loss_individual", "loss_merged"],
+                   var_name="model", value_name="loss")
+    long["model"] = long.model.str.replace("loss_", "")
+    sns.lineplot(data=long, x="k", y="loss", hue="width", style="model", markers=True,
+                 palette="colorblind", ax=ax)
+    ax.axhline(0.6931, color="grey", ls=":", lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("number of merged nets k")
+    ax.set_ylabel("training loss per task")
+    return fig
+
+
+def beyond_lambda_figure(table, keep: float = 0.8):
+    """Chapter 12: retained fraction R along training per λ, and against (1−ηλ)^t."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    tab = table[table.step > 0].copy()
+    tab["λ"] = tab.lam.map(_lam_label)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
+    sns.lineplot(data=tab, x="step", y="retained", hue="λ", marker="o", ax=axes[0])
+    axes[0].axhline(keep, color="grey", ls=":", lw=1)
+    axes[0].set_xlabel("GD step t")
+    axes[0].set_ylabel("retained fraction R")
+    sns.scatterplot(data=tab[tab.lam > 0], x="init_factor", y="retained", hue="λ", ax=axes[1],
+                    legend=False)
+    axes[1].axhline(keep, color="grey", ls=":", lw=1)
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel(r"initialisation factor $(1-\eta\lambda)^t$")
+    axes[1].set_ylabel("retained fraction R")
+    return fig
+
+
+def beyond_attention_figure(df):
+    """Chapter 12: λ‖W‖²/B² per parameter of the argmax and softmax heads (Lemma 2)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), constrained_layout=True, sharey=True)
+    for ax, kind in zip(axes, ("argmax", "softmax"), strict=True):
+        sub = df[df.kind == kind].copy()
+        sub["λ"] = sub.lam.map(_lam_label)
+        sns.barplot(data=sub, x="param", y="ratio", hue="λ", ax=ax)
+        ax.set_title(f"{kind} head")
+        ax.set_xlabel("parameter")
+        ax.set_ylabel(r"$\lambda\|W\|_F^2 / B^2$")
+    return fig
