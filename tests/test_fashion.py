@@ -64,6 +64,10 @@ def test_make_tasks_roles():
     assert not torch.equal(t1.x_train, same.x_train)
 
 
+def _seeded_images() -> torch.Tensor:
+    return torch.rand(4, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+
+
 def _off_task_block(x: torch.Tensor, lam: float, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     w0 = init_mlp([x.shape[1], 5, 3, 1], members=1, seed=1)
     y = torch.tensor([[1.0, -1.0, 1.0, -1.0]], dtype=torch.float64)
@@ -73,14 +77,14 @@ def _off_task_block(x: torch.Tensor, lam: float, steps: int) -> tuple[torch.Tens
 
 def test_off_task_weights_only_decay():
     """What chapter 11 checks: zero-padded inputs leave the other block to decay alone."""
-    x = fashion.pad_task(torch.rand(4, 4, dtype=torch.float64), "left")
+    x = fashion.pad_task(_seeded_images(), "left")
     block, block0 = _off_task_block(x, lam=0.5, steps=20)
     torch.testing.assert_close(block, (1 - 0.05) ** 20 * block0, rtol=1e-12, atol=0)
 
 
 def test_off_task_identity_fails_when_inputs_leak():
-    x = fashion.pad_task(torch.rand(4, 4, dtype=torch.float64), "left")
-    x[:, 4:] = 1e-2  # no longer orthogonal to the other task: gradients reach the block
+    x = fashion.pad_task(_seeded_images(), "left")
+    x[:, 4:] = 0.5  # no longer orthogonal to the other task: gradients reach the block
     block, block0 = _off_task_block(x, lam=0.5, steps=20)
     err = (block - 0.95**20 * block0).norm() / block.norm()
     assert err > 1e-6
