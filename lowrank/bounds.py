@@ -6,11 +6,12 @@ Lemma 4 (chapters 7-8); Theorem 2 and Lemma 5 (chapter 9).
 
 from __future__ import annotations
 
-# --- Section 3: Lemma 3, Corollary 1, Remark 1 (chapter 5) -------------------------
-# Imports sit here, not at the top, so that each chapter group edits only its section.
-import math  # noqa: E402
+import math
 
-import torch  # noqa: E402
+import numpy as np
+import torch
+
+# --- Section 3: Lemma 3, Corollary 1, Remark 1 (chapter 5) -------------------------
 
 
 def _check_depth(K: int, H: int) -> None:
@@ -246,7 +247,6 @@ def merged_loss_bound(loss, cross_norms):
 
 
 # --- Appendix C.3: Theorem 2 and Lemma 5 (chapter 9) -------------------------------
-import numpy as _np  # noqa: E402
 
 
 def _check_theorem2_args(C: float, lam: float, K: int) -> None:
@@ -258,10 +258,10 @@ def _check_theorem2_args(C: float, lam: float, K: int) -> None:
         raise ValueError(f"K must be an integer >= 2 (a deep net), got {K}")
 
 
-def _nonneg_array(value, name: str, allow_inf: bool = False) -> _np.ndarray:
-    arr = _np.asarray(value, dtype=_np.float64)
-    finite = _np.isfinite(arr) | (allow_inf & (arr == _np.inf))
-    if not bool(_np.all(finite)) or bool(_np.any(arr < 0)):
+def _nonneg_array(value, name: str, allow_inf: bool = False) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
+    finite = np.isfinite(arr) | (allow_inf & (arr == np.inf))
+    if not bool(np.all(finite)) or bool(np.any(arr < 0)):
         kind = "finite or +inf" if allow_inf else "finite"
         raise ValueError(f"{name} must be {kind} and >= 0, got {value}")
     return arr
@@ -284,32 +284,32 @@ def theorem2_log_A1(B: float, C: float, lam: float, K: int) -> float:
 def theorem2_A1(B: float, C: float, lam: float, K: int) -> float:
     """A₁ = exp(B^{2−2/K}(K−1)(1+λK)C/(2λK)) (Theorem 2); inf when it overflows float64."""
     log_a1 = theorem2_log_A1(B, C, lam, K)
-    return float("inf") if log_a1 > 709.0 else float(_np.exp(log_a1))
+    return float("inf") if log_a1 > 709.0 else float(np.exp(log_a1))
 
 
-def theorem2_A2(B: float, C: float, lam: float, K: int, t) -> _np.ndarray:
+def theorem2_A2(B: float, C: float, lam: float, K: int, t) -> np.ndarray:
     """A₂ = 2B^{2−2/K} C A₁ (1 − e^{−λKt/2})/(λK) (Theorem 2), for t ∈ [0, ∞] (scalar or array)."""
     a1 = theorem2_A1(B, C, lam, K)
     t_arr = _nonneg_array(t, "t", allow_inf=True)
-    return 2 * float(B) ** (2 - 2 / K) * C * a1 * (-_np.expm1(-lam * K * t_arr / 2)) / (lam * K)
+    return 2 * float(B) ** (2 - 2 / K) * C * a1 * (-np.expm1(-lam * K * t_arr / 2)) / (lam * K)
 
 
-def theorem2_rhs(init_overlap, eps, B: float, C: float, lam: float, K: int, t) -> _np.ndarray:
+def theorem2_rhs(init_overlap, eps, B: float, C: float, lam: float, K: int, t) -> np.ndarray:
     """Theorem 2: |⟨w(0),x'⟩| A₁ e^{−λKt} + A₂ ε bounds |⟨w(t),x'⟩| (scalar or array t)."""
     t_arr = _nonneg_array(t, "t")
     init = _nonneg_array(init_overlap, "init_overlap")
     e = _nonneg_array(eps, "eps")
     a1 = theorem2_A1(B, C, lam, K)
-    decay = init * a1 * _np.exp(-lam * K * t_arr) if float(init) > 0 else 0.0 * t_arr
+    decay = init * a1 * np.exp(-lam * K * t_arr) if float(init) > 0 else 0.0 * t_arr
     eps_term = theorem2_A2(B, C, lam, K, t_arr) * e if float(e) > 0 else 0.0 * t_arr
     return decay + eps_term
 
 
-def lemma5_rhs(K: int, lam: float, L0: float, duration) -> _np.ndarray:
+def lemma5_rhs(K: int, lam: float, L0: float, duration) -> np.ndarray:
     """Lemma 5's right-hand side √((K−1)(1+λK) L¹(w(0)) (t−s)) for durations t − s ≥ 0."""
     _check_theorem2_args(L0 if L0 > 0 else 1.0, lam, K)
     _nonneg_array(L0, "L0")
-    return _np.sqrt((K - 1) * (1 + lam * K) * L0 * _nonneg_array(duration, "duration"))
+    return np.sqrt((K - 1) * (1 + lam * K) * L0 * _nonneg_array(duration, "duration"))
 
 
 def balanced_norm_bound(w0_norm: float, L0: float, lam: float, K: int) -> float:
