@@ -170,16 +170,7 @@ def _err(margins: torch.Tensor) -> torch.Tensor:
 # --- 1. overlap ε from 0 to 1 --------------------------------------------------------------
 
 
-class _Experiment:
-    def __init__(self, name: str, description: str, full_cost: str, quick: dict, full: dict):
-        self.name, self.description, self.full_cost = name, description, full_cost
-        self._specs = {"quick": quick, "full": full}
-
-    def spec(self, scale: str) -> dict[str, Any]:
-        """The JSON-able hyperparameters at ``scale`` (``quick`` or ``full``)."""
-        if scale not in self._specs:
-            raise ValueError(f"scale must be one of {tuple(self._specs)}, got {scale!r}")
-        return dict(self._specs[scale])
+_Experiment = experiments.ScaledExperiment
 
 
 def run_overlap(spec: dict[str, Any], device, show_progress: bool = False) -> list[dict]:

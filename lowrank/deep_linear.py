@@ -158,8 +158,7 @@ def lemma2_gap(
     activation: str,
 ) -> torch.Tensor:
     """|λ‖W_k‖_F² − RHS_k|/(λ‖W_k‖_F²), Lemma 2's relative gap per layer: shape (..., K)."""
-    lhs, rhs = lemma2_sides(weights, x, y, lam, activation)
-    return (lhs - rhs).abs() / lhs
+    return lemma2_signed_gap(weights, x, y, lam, activation).abs()
 
 
 def lemma2_signed_gap(

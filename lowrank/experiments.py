@@ -43,6 +43,27 @@ class Experiment(Protocol):
     ) -> list[dict[str, Any]]: ...
 
 
+class ScaledExperiment:
+    """An experiment given by a quick and a full spec table; subclasses define ``run``."""
+
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        full_cost: str,
+        quick: dict[str, Any],
+        full: dict[str, Any],
+    ):
+        self.name, self.description, self.full_cost = name, description, full_cost
+        self._specs = {"quick": quick, "full": full}
+
+    def spec(self, scale: str) -> dict[str, Any]:
+        """The JSON-able hyperparameters at ``scale`` (``quick`` or ``full``)."""
+        if scale not in self._specs:
+            raise ValueError(f"scale must be one of {tuple(self._specs)}, got {scale!r}")
+        return dict(self._specs[scale])
+
+
 def register(exp: Experiment) -> Experiment:
     """Add an experiment to the registry under its name."""
     _REGISTRY[exp.name] = exp

@@ -152,18 +152,8 @@ def merge_gaps(df, step: int | None = None, split: str = "train", metric: str = 
     return pd.concat(out, ignore_index=True)
 
 
-class Fig6:
+class Fig6(experiments.ScaledExperiment):
     """Figure 6: individual vs merged losses, the λ sweep and stable ranks on Fashion-MNIST."""
-
-    def __init__(self, name: str, description: str, full_cost: str, specs: dict[str, dict]):
-        self.name, self.description, self.full_cost = name, description, full_cost
-        self._specs = specs
-
-    def spec(self, scale: str) -> dict[str, Any]:
-        """The JSON-able hyperparameters at ``scale`` (``quick`` or ``full``)."""
-        if scale not in self._specs:
-            raise ValueError(f"scale must be one of {tuple(self._specs)}, got {scale!r}")
-        return dict(self._specs[scale])
 
     def run(self, spec: dict[str, Any], device: torch.device, show_progress: bool) -> list[dict]:
         """Train every member in one batched GD call and return tidy rows."""
@@ -310,7 +300,8 @@ FIG6 = experiments.register(
         "fig6",
         "Figure 6: merging ReLU MLPs trained on zero-padded Fashion-MNIST tasks",
         "about 8e16 FLOP: roughly 30-60 min on one H100 (120 members, 1e5 GD steps)",
-        {"quick": QUICK, "full": FULL},
+        QUICK,
+        FULL,
     )
 )
 FIG6_INIT = experiments.register(
@@ -318,9 +309,7 @@ FIG6_INIT = experiments.register(
         "fig6-init",
         "Figure 6 at a larger initialisation scale: does λ = 0 still merge?",
         "about 2e16 FLOP: roughly 10-20 min on one H100",
-        {
-            "quick": {**QUICK, "init_scales": [3.0], "lams": [0.0, 1e-2], "seeds": 2},
-            "full": {**FULL, "init_scales": [3.0], "seeds": 3},
-        },
+        {**QUICK, "init_scales": [3.0], "lams": [0.0, 1e-2], "seeds": 2},
+        {**FULL, "init_scales": [3.0], "seeds": 3},
     )
 )

@@ -23,17 +23,10 @@ from collections.abc import Sequence
 
 import torch
 
+from lowrank import train
 from lowrank.losses import logistic, logistic_prime
 from lowrank.nets import ACTIVATIONS
-from lowrank.progress import progress
-from lowrank.train import (
-    History,
-    Recorder,
-    _DivergenceWatch,
-    _members,
-    _validate,
-    record_loss_and_norms,
-)
+from lowrank.train import History, Recorder, _validate, record_loss_and_norms
 
 __all__ = ["gd", "loss_and_grads", "flops_per_step"]
 
@@ -99,33 +92,11 @@ def gd(
     Raises :class:`lowrank.train.DivergenceError` naming the first step and member
     whose loss is not finite (checked every step on the CPU, at records on a GPU).
     """
-    weights, lam_t = _validate(weights, x, y, lam, eta)
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    if record_every is not None:
-        if int(record_every) != record_every or record_every < 1:
-            raise ValueError(f"record_every must be a positive integer, got {record_every}")
     _activation_and_slope(activation)
-    params = [w.detach().clone() for w in weights]
-    decay = 1 - eta * lam_t
-    history = History()
-    watch = _DivergenceWatch(
-        weights[0].shape[:-2], weights[0].device, _members(weights) is not None
+    return train.gd(
+        weights, x, y, lam, eta, steps, activation, record_every, record,
+        show_progress=show_progress, loss_and_grads=_loss_and_grads,
     )
-    on_cpu = weights[0].device.type == "cpu"
-    for step in progress(range(steps + 1), steps + 1, "GD", enabled=show_progress):
-        loss, grads = _loss_and_grads(params, x, y, activation)
-        watch.update(step, loss)
-        due = record_every is not None and (step % record_every == 0 or step == steps)
-        if on_cpu or due or step == steps:
-            watch.raise_if_diverged()
-        if due:
-            # before the update, so weights and loss both belong to step s
-            history.rows.extend(record(step, params, loss))
-        if step < steps:
-            for w, g in zip(params, grads, strict=True):
-                w.mul_(decay).sub_(eta * g)
-    return params, history
 
 
 def flops_per_step(dims: Sequence[int], n: int, members: int = 1) -> float:

@@ -267,18 +267,8 @@ _FULL = {
 }
 
 
-class MergingExperiment:
+class MergingExperiment(experiments.ScaledExperiment):
     """Figure 3 (train loss, λ sweep, stable ranks) or Figure 5 (held-out error)."""
-
-    def __init__(self, name: str, description: str, full_cost: str, quick: dict, full: dict):
-        self.name, self.description, self.full_cost = name, description, full_cost
-        self._specs = {"quick": quick, "full": full}
-
-    def spec(self, scale: str) -> dict[str, Any]:
-        """The hyperparameters at ``scale`` (``full`` = Section 5's settings)."""
-        if scale not in self._specs:
-            raise ValueError(f"scale must be one of {tuple(self._specs)}, got {scale!r}")
-        return dict(self._specs[scale])
 
     def run(
         self, spec: dict[str, Any], device: torch.device, show_progress: bool

@@ -14,9 +14,14 @@ import torch
 
 from lowrank.checks import check_finite, check_lambda_per_member, check_positive, check_weights
 from lowrank.losses import empirical_loss
-from lowrank.nets import forward
+from lowrank.nets import forward, hidden_preactivations
+from lowrank.progress import progress
 
 Recorder = Callable[[int, list[torch.Tensor], torch.Tensor], list[dict[str, Any]]]
+LossAndGrads = Callable[
+    [list[torch.Tensor], torch.Tensor, torch.Tensor, str],
+    tuple[torch.Tensor, Sequence[torch.Tensor]],
+]
 
 
 class DivergenceError(RuntimeError):
@@ -102,8 +107,14 @@ class _DivergenceWatch:
             )
 
 
+def _unchecked_loss(params, x, y, activation) -> torch.Tensor:
+    # inputs were validated once up front; a per-step check would turn a divergence
+    # into a "contains NaN" error before the divergence watch could name its step
+    return empirical_loss(y * hidden_preactivations(params, x, activation)[1])
+
+
 def _loss_and_grads(params, x, y, activation) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-    loss = empirical_loss(y * forward(params, x, activation))
+    loss = _unchecked_loss(params, x, y, activation)
     return loss.detach(), torch.autograd.grad(loss.sum(), params)
 
 
@@ -123,31 +134,35 @@ def gd(
     activation: str = "relu",
     record_every: int | None = None,
     record: Recorder = record_loss_and_norms,
+    show_progress: bool = False,
+    loss_and_grads: LossAndGrads | None = None,
 ) -> tuple[list[torch.Tensor], History]:
     """Full-batch GD on L_λ = L + (λ/2)‖θ‖², one λ per member (Section 2's update rule).
 
     Records ``record(step, weights, loss)`` at step 0, every ``record_every`` steps
     and at the end; the loss recorded at step s is that of the weights at step s.
     Raises :class:`DivergenceError` naming the first step and member whose loss is
-    not finite.
+    not finite (checked every step on the CPU, at records on a GPU). Gradients come
+    from autograd unless ``loss_and_grads(params, x, y, activation)`` is given.
     """
     weights, lam_t = _validate(weights, x, y, lam, eta)
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
-    if record_every is not None:
-        check_positive(record_every, "record_every")
-    params = [w.detach().clone().requires_grad_(True) for w in weights]
+    if record_every is not None and (int(record_every) != record_every or record_every < 1):
+        raise ValueError(f"record_every must be a positive integer, got {record_every}")
+    grad_fn = _loss_and_grads if loss_and_grads is None else loss_and_grads
+    params = [w.detach().clone().requires_grad_(loss_and_grads is None) for w in weights]
     history = History()
     watch = _DivergenceWatch(
         weights[0].shape[:-2], weights[0].device, _members(weights) is not None
     )
     on_cpu = weights[0].device.type == "cpu"
-    for step in range(steps + 1):
+    for step in progress(range(steps + 1), steps + 1, "GD", enabled=show_progress):
         if step == steps:
             with torch.no_grad():
-                loss, grads = empirical_loss(y * forward(params, x, activation)), None
+                loss, grads = _unchecked_loss(params, x, y, activation), None
         else:
-            loss, grads = _loss_and_grads(params, x, y, activation)
+            loss, grads = grad_fn(params, x, y, activation)
         watch.update(step, loss)
         due = record_every is not None and (step % record_every == 0 or step == steps)
         if on_cpu or due or step == steps:

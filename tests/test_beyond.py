@@ -12,15 +12,6 @@ import torch
 
 from lowrank import beyond, experiments
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: a second thread only oversubscribes
-    yield
-    torch.set_num_threads(before)
-
-
 CPU = torch.device("cpu")
 
 

@@ -7,17 +7,8 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from lowrank.__main__ import build_parser, main
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: a second thread only oversubscribes
-    yield
-    torch.set_num_threads(before)
 
 
 def test_list_names_experiments_with_full_cost(capsys):

@@ -6,15 +6,6 @@ import torch
 from lowrank.data import eps_task_pair
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matrices: a second thread only oversubscribes the shared cores (50x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _overlaps(pair):
     return (pair.first.x.double() @ pair.second.x.double().T).abs()
 

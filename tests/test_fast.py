@@ -12,14 +12,6 @@ from lowrank.metrics import loss_and_gradient
 from lowrank.nets import init_mlp
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: a second thread only oversubscribes
-    yield
-    torch.set_num_threads(before)
-
-
 def _data(E=3, n=12, d=6, seed=0):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(E, n, d, generator=gen, dtype=torch.float64)

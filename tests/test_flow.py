@@ -11,8 +11,6 @@ from lowrank.data import orthogonal_tasks
 from lowrank.metrics import loss_and_gradient
 from lowrank.nets import init_mlp
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def tasks():

@@ -15,15 +15,6 @@ from lowrank.merge import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matrices: a second thread only oversubscribes the shared cores (50x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def t(rows):
     return torch.tensor(rows, dtype=torch.float64)
 

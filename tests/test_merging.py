@@ -12,15 +12,6 @@ from lowrank.fast import gd
 from lowrank.losses import empirical_loss
 from lowrank.nets import forward, init_mlp
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: a second thread only oversubscribes
-    yield
-    torch.set_num_threads(before)
-
-
 TINY = {
     "d": 8, "hidden": [16, 4], "n": 40, "n_test": 30, "a": 1.0, "eta": 1.0, "steps": 4,
     "record_every": 2, "seeds": 1, "settings": ["different", "same"], "lams": [0.0, 0.1],

@@ -10,8 +10,6 @@ from hypothesis import strategies as st
 from lowrank import metrics, nets, train
 from lowrank.data import sin_task
 
-torch.set_num_threads(1)
-
 
 def test_stable_rank_of_rank_one_is_one():
     u, v = torch.randn(7, 1, dtype=torch.float64), torch.randn(1, 5, dtype=torch.float64)

@@ -13,8 +13,6 @@ from lowrank.metrics import alignment_residual, loss_and_gradient
 from lowrank.nets import init_mlp
 from lowrank.train import gd
 
-torch.set_num_threads(1)
-
 B2 = 1 / (1 + math.exp(1.0))  # −ℓ'(1)·1 at margin 1
 
 

@@ -26,15 +26,6 @@ from lowrank.shallow import (
     warmup_check,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matrices: a second thread only oversubscribes the shared cores (50x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 TOL = 1e-10  # float64 rounding over a few hundred steps of O(1) quantities is ~1e-14
 
 

@@ -10,7 +10,6 @@ import torch
 
 from lowrank import spectra
 
-torch.set_num_threads(1)
 D, FF, LAYERS, HEADS = 32, 64, 2, 4
 
 

@@ -20,8 +20,6 @@ from lowrank.stationarity import (
 )
 from lowrank.train import gd
 
-torch.set_num_threads(1)
-
 
 def test_min_norm_convex_combination_known_values():
     # (2, 0) and (0, 1): minimise (2a)^2 + (1 - a)^2 -> a = 1/5, norm^2 = 4/5.

@@ -6,8 +6,6 @@ import torch
 from lowrank import metrics, nets, train
 from lowrank.data import sin_task
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture
 def task():
