@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from lowrank import experiments
-from lowrank.checks import check_positive
+from lowrank.checks import check_lambda_per_member, check_positive
 from lowrank.config import default_dtype
 from lowrank.data import Task, TaskPair, eps_task_pair, sin_labels
 from lowrank.fast import gd
@@ -32,6 +32,7 @@ from lowrank.merge import merge_average, merge_sum, merge_task_arithmetic, merge
 from lowrank.metrics import stable_rank_squared
 from lowrank.nets import forward, init_mlp
 from lowrank.shallow import unit_output_vector
+from lowrank.train import _DivergenceWatch
 
 LN2 = math.log(2.0)
 GEOMETRIES = ("rotated", "extreme")
@@ -138,13 +139,19 @@ def shallow_ensemble_gd(
             f"{tuple(w0.shape)} and {tuple(x.shape)}"
         )
     check_positive(eta, "eta")
+    check_lambda_per_member(lam, None, w0)
     w = w0.clone()
     n = x.shape[1]
-    for _ in range(int(steps)):
+    watch = _DivergenceWatch(w0.shape[:1], w0.device, member_dim=True)
+    for step in range(int(steps)):
         pre = torch.bmm(x, w.transpose(1, 2))  # (E, n, m)
-        coef = y * logistic_prime(y * (torch.relu(pre) @ u))  # (E, n)
+        margins = y * (torch.relu(pre) @ u)  # (E, n)
+        watch.update(step, empirical_loss(margins))
+        coef = y * logistic_prime(margins)
         grad = torch.bmm((coef.unsqueeze(-1) * (pre > 0).to(w.dtype) * u).transpose(1, 2), x)
         w = (1 - eta * lam) * w - (eta / n) * grad
+    watch.update(int(steps), empirical_loss(_shallow_margins(w, u, x, y)))
+    watch.raise_if_diverged()  # a NaN loss names its first step and member, never a silent NaN
     return w
 
 
@@ -575,10 +582,15 @@ def attention_gd(
 ) -> dict[str, torch.Tensor]:
     """θ ← (1−ηλ)θ − η∇L(θ) (Section 2) for an ensemble of heads, one λ per member."""
     check_positive(eta, "eta")
+    members = params["w_O"].shape[0]
+    check_lambda_per_member(lams, members if torch.as_tensor(lams).ndim else None, params["w_O"])
     ps = {k: v.clone().requires_grad_(True) for k, v in params.items()}
-    for _ in range(int(steps)):
+    watch = _DivergenceWatch(params["w_O"].shape[:1], params["w_O"].device, member_dim=True)
+    for step in range(int(steps)):
         out, _ = attention_forward(ps, x, query, kind)
-        loss = logistic(y * out).mean(-1).sum()
+        member_loss = logistic(y * out).mean(-1)
+        watch.update(step, member_loss.detach())
+        loss = member_loss.sum()
         grads = torch.autograd.grad(loss, list(ps.values()), allow_unused=True)
         with torch.no_grad():
             for p, g in zip(ps.values(), grads, strict=True):
@@ -586,6 +598,9 @@ def attention_gd(
                 p.mul_(decay)
                 if g is not None:
                     p.sub_(eta * g)
+    with torch.no_grad():
+        watch.update(int(steps), logistic(y * attention_forward(ps, x, query, kind)[0]).mean(-1))
+    watch.raise_if_diverged()  # a NaN loss names its first step and member, never a silent NaN
     return {k: v.detach() for k, v in ps.items()}
 
 

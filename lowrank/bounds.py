@@ -160,8 +160,16 @@ def _check_decay_args(eps, lam: float, eta: float) -> None:
     check_positive(eta, "eta")
     if not float(lam) >= 0:
         raise ValueError(f"lam must be >= 0 (weight decay), got {lam}")
-    if not bool((_as_f64(eps) >= 0).all()):
-        raise ValueError(f"eps must be >= 0 (a bound on |<x_i, x'>|), got {eps}")
+    eps_t = _as_f64(eps)
+    if not bool((eps_t >= 0).all()) or not bool(torch.isfinite(eps_t).all()):
+        raise ValueError(f"eps must be >= 0 and finite (a bound on |<x_i, x'>|), got {eps}")
+
+
+def _check_init(init, name: str) -> torch.Tensor:
+    init_t = _as_f64(init)
+    if not bool(torch.isfinite(init_t).all()) or bool((init_t < 0).any()):
+        raise ValueError(f"{name} must be >= 0 and finite (a norm or |inner product|), got {init}")
+    return init_t
 
 
 def _as_f64(value):
@@ -202,9 +210,7 @@ def _printed_bound(init, eps, lam: float, eta: float, t, allow_large_step: bool,
             f"eta*lam must be <= 1 for {what} as printed (its proof needs 1 - eta*lam >= 0), "
             f"got eta*lam = {eta * lam}; use decay_bound_any_step for larger steps"
         )
-    init_t = _as_f64(init)
-    if bool((init_t < 0).any()):
-        raise ValueError(f"the initial term must be >= 0 (a norm or |inner product|), got {init}")
+    init_t = _check_init(init, "the initial term")
     decay, accumulated = printed_decay_terms(lam, eta, t)
     return init_t * decay + _as_f64(eps) * accumulated
 
@@ -226,9 +232,7 @@ def decay_bound_any_step(init, eps, lam: float, eta: float, t):
     import torch
 
     _check_decay_args(eps, lam, eta)
-    init_t = _as_f64(init)
-    if bool((init_t < 0).any()):
-        raise ValueError(f"init must be >= 0 (a norm or |inner product|), got {init}")
+    init_t = _check_init(init, "init")
     steps = _steps(t)
     q = abs(1 - eta * lam)
     decay = torch.tensor(q, dtype=torch.float64) ** steps
@@ -289,9 +293,12 @@ def theorem2_A1(B: float, C: float, lam: float, K: int) -> float:
 
 def theorem2_A2(B: float, C: float, lam: float, K: int, t) -> np.ndarray:
     """A₂ = 2B^{2−2/K} C A₁ (1 − e^{−λKt/2})/(λK) (Theorem 2), for t ∈ [0, ∞] (scalar or array)."""
-    a1 = theorem2_A1(B, C, lam, K)
+    log_a1 = theorem2_log_A1(B, C, lam, K)
     t_arr = _nonneg_array(t, "t", allow_inf=True)
-    return 2 * float(B) ** (2 - 2 / K) * C * a1 * (-np.expm1(-lam * K * t_arr / 2)) / (lam * K)
+    # A₁·(1 − e^{−λKt/2}) in log space: A₁ = inf times a vanishing factor (t = 0) is 0, not NaN
+    with np.errstate(divide="ignore", over="ignore"):
+        growth = np.exp(log_a1 + np.log(-np.expm1(-lam * K * t_arr / 2)))
+    return 2 * float(B) ** (2 - 2 / K) * C * growth / (lam * K)
 
 
 def theorem2_rhs(init_overlap, eps, B: float, C: float, lam: float, K: int, t) -> np.ndarray:
@@ -299,8 +306,10 @@ def theorem2_rhs(init_overlap, eps, B: float, C: float, lam: float, K: int, t) -
     t_arr = _nonneg_array(t, "t")
     init = _nonneg_array(init_overlap, "init_overlap")
     e = _nonneg_array(eps, "eps")
-    a1 = theorem2_A1(B, C, lam, K)
-    decay = init * a1 * np.exp(-lam * K * t_arr) if float(init) > 0 else 0.0 * t_arr
+    log_a1 = theorem2_log_A1(B, C, lam, K)
+    # A₁e^{−λKt} as one exponential: A₁ = inf times an underflowed e^{−λKt} is not NaN
+    with np.errstate(over="ignore"):
+        decay = init * np.exp(log_a1 - lam * K * t_arr) if float(init) > 0 else 0.0 * t_arr
     eps_term = theorem2_A2(B, C, lam, K, t_arr) * e if float(e) > 0 else 0.0 * t_arr
     return decay + eps_term
 

@@ -13,7 +13,12 @@ def default_device() -> torch.device:
     """The device experiments run on: ``LOWRANK_DEVICE`` if set, else cuda when available."""
     name = os.environ.get("LOWRANK_DEVICE")
     if name:
-        return torch.device(name)
+        try:
+            return torch.device(name)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"LOWRANK_DEVICE must name a torch device such as 'cpu' or 'cuda:0', got {name!r}"
+            ) from exc
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

@@ -38,9 +38,11 @@ def sin_labels(x: torch.Tensor, w: torch.Tensor, a: float = 1.0) -> torch.Tensor
 
 def sin_task(n: int, d: int, a: float = 1.0, seed: int = 0, dtype=torch.float64) -> Task:
     """A task with inputs on the sphere and labels sign(sin(a wᵀx)), w ~ N(0, I_d)."""
-    x = unit_sphere(n, d, seed=seed, dtype=dtype)
-    w = torch.randn(d, generator=torch.Generator().manual_seed(seed + 10_007), dtype=dtype)
-    return Task(x, sin_labels(x, w, a))
+    # drawn and labelled in float64 like every other task here, then cast: one seed gives
+    # the same task in every dtype (float32 draws differ from float64 ones)
+    x = unit_sphere(n, d, seed=seed)
+    w = torch.randn(d, generator=torch.Generator().manual_seed(seed + 10_007), dtype=torch.float64)
+    return Task(x.to(dtype), sin_labels(x, w, a).to(dtype))
 
 
 def orthogonal_tasks(

@@ -102,10 +102,12 @@ def rebuild_errors(
 ) -> torch.Tensor:
     """‖W_k − W_k^rebuilt‖_F/‖W_k‖_F for Lemma 1's formulas, per layer: shape (..., K)."""
     rebuilt = lemma1_rebuild(weights, x, y, lam)
-    errs = [
-        torch.linalg.matrix_norm(w - b, ord="fro") / torch.linalg.matrix_norm(w, ord="fro")
-        for w, b in zip(weights, rebuilt, strict=True)
-    ]
+    errs = []
+    for k, (w, b) in enumerate(zip(weights, rebuilt, strict=True)):
+        norm = torch.linalg.matrix_norm(w, ord="fro")
+        if bool((norm == 0).any()):
+            raise ValueError(f"weights[{k}] is a zero matrix: its relative error is undefined")
+        errs.append(torch.linalg.matrix_norm(w - b, ord="fro") / norm)
     return torch.stack(errs, dim=-1)
 
 
@@ -170,6 +172,8 @@ def lemma2_signed_gap(
 ) -> torch.Tensor:
     """(λ‖W_k‖_F² − RHS_k)/(λ‖W_k‖_F²) = ⟨λW_k + ∇_{W_k}L, W_k⟩/(λ‖W_k‖_F²) (Lemma 2)."""
     lhs, rhs = lemma2_sides(weights, x, y, lam, activation)
+    if bool((lhs == 0).any()):
+        raise ValueError("lam must be > 0 and no layer zero: the gap divides by λ‖W_k‖_F²")
     return (lhs - rhs) / lhs
 
 

@@ -16,6 +16,7 @@ import torch
 from lowrank.config import default_dtype
 from lowrank.data import sin_task
 from lowrank.experiments import register
+from lowrank.losses import empirical_loss
 from lowrank.metrics import lemma3_weights
 from lowrank.nets import forward, init_mlp
 from lowrank.progress import progress
@@ -59,7 +60,7 @@ def figure2_rows(
     with torch.no_grad():
         f = forward(weights, x, "relu").double()
         margins = y.double() * f
-        loss = torch.nn.functional.softplus(-margins).mean(-1)
+        loss = empirical_loss(margins)
         sq_norm = sum(w.double().square().sum(dim=(-2, -1)) for w in weights)
         max_out = f.abs().amax(-1)
         inv = _inverse_stable_ranks(weights)

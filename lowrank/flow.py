@@ -30,6 +30,11 @@ def _check_task(x: torch.Tensor, y: torch.Tensor, d: int | None = None) -> None:
         raise ValueError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
 
 
+def _check_lam(lam: float) -> None:
+    if not float(lam) >= 0 or not np.isfinite(float(lam)):
+        raise ValueError(f"lam must be a finite weight decay >= 0, got {lam}")
+
+
 def _check_single_net(weights: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     weights = check_weights(weights)
     if weights[0].ndim != 2:
@@ -61,6 +66,8 @@ def balanced_init(dims: Sequence[int], scale: float, seed: int = 0) -> list[torc
 def imbalance(weights: Sequence[torch.Tensor]) -> float:
     """max_k ‖W_{k+1}ᵀW_{k+1} − W_k W_kᵀ‖_F, zero exactly for a balanced net (Theorem 3)."""
     weights = _check_single_net(weights)
+    if len(weights) < 2:
+        raise ValueError(f"weights must have at least two layers to compare, got {len(weights)}")
     gaps = [
         torch.linalg.matrix_norm(b.T @ b - a @ a.T).item()
         for a, b in zip(weights[:-1], weights[1:], strict=True)
@@ -83,9 +90,7 @@ def _grad_L1(w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def loss_and_grad(w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
     """L¹(w) = (1/n)Σ ℓ(y_i⟨w, x_i⟩) and ∇L¹(w) = (1/n)Σ ℓ'(y_i⟨w, x_i⟩) y_i x_i (App. C.3)."""
-    margins = y * (x @ w)
-    grad = (logistic_prime(margins) * y) @ x / x.shape[0]
-    return float(empirical_loss(margins)), grad
+    return float(empirical_loss(y * (x @ w))), _grad_L1(w, x, y)
 
 
 def layer_flow_rhs(
@@ -158,6 +163,7 @@ def simulate_layers(
     """Integrate the per-layer gradient flow Eq. (1) and record w(t) = W_K⋯W_1 at ``t_eval``."""
     weights = [w.to(torch.float64) for w in _check_single_net(weights)]
     _check_task(x, y, weights[0].shape[1])
+    _check_lam(lam)
     shapes = [tuple(w.shape) for w in weights]
     sizes = [int(np.prod(s)) for s in shapes]
 
@@ -191,7 +197,12 @@ def simulate_end_to_end(
     check_finite(w0, "w0")
     if w0.ndim != 1:
         raise ValueError(f"w0 must be a vector (d,), got shape {tuple(w0.shape)}")
+    if not bool(w0.ne(0).any()):
+        raise ValueError("w0 must be non-zero: Eq. (4) has ‖w‖^{−2/K}, undefined at w = 0")
+    if int(K) != K or K < 1:
+        raise ValueError(f"K must be an integer >= 1 (the number of layers), got {K}")
     _check_task(x, y, w0.shape[0])
+    _check_lam(lam)
 
     def rhs(_t, v):
         return end_to_end_rhs(torch.from_numpy(v), x, y, lam, K, form).numpy()

@@ -11,14 +11,15 @@ import torch
 
 from lowrank import bounds
 from lowrank.data import sin_task
-from lowrank.losses import empirical_loss, logistic_prime
+from lowrank.deep_linear import lemma2_sides
+from lowrank.losses import empirical_loss
 from lowrank.metrics import (
     alignment_residual,
     frobenius_norms,
     loss_and_gradient,
     weighted_inverse_stable_rank,
 )
-from lowrank.nets import forward, init_mlp, layer_degrees
+from lowrank.nets import activation_degree, forward, init_mlp
 from lowrank.train import gd
 
 ACTIVATION_OF_DEGREE = {1: "relu", 2: "relu2"}
@@ -36,13 +37,14 @@ def lemma2_residual(
     activation: str | None = None,
 ) -> torch.Tensor:
     """max_k |λ‖W_k‖_F² / (H^{K−k} B²) − 1| with B² = −(1/n) Σ ℓ'(y f) y f (Lemma 2), per member."""
-    lam = torch.as_tensor(lam, dtype=weights[0].dtype)
+    activation = activation or ACTIVATION_OF_DEGREE[H]
+    if activation_degree(activation) != H:
+        raise ValueError(
+            f"H must be the degree of {activation!r} ({activation_degree(activation)}), got {H}"
+        )
     with torch.no_grad():
-        m = y * forward(weights, x, activation or ACTIVATION_OF_DEGREE[H])
-        b2 = (-logistic_prime(m) * m).mean(-1)
-        deg = torch.tensor(layer_degrees(len(weights), H), dtype=b2.dtype)
-        ratio = lam[:, None] * frobenius_norms(weights).square() / (deg * b2[:, None])
-    return (ratio - 1).abs().amax(-1)
+        lhs, rhs = lemma2_sides(weights, x, y, lam, activation)
+    return (lhs / rhs - 1).abs().amax(-1)
 
 
 def lemma3_grid(

@@ -95,6 +95,8 @@ def alignment_residual(
     scaled = [lam_t * w for w in weights]
     num = _member_sq([s + g for s, g in zip(scaled, grads, strict=True)])
     den = _member_sq(scaled)
+    if bool(((den if per_layer else den.sum(-1)) == 0).any()):
+        raise ValueError("weights hold a zero layer (or θ = 0): λθ vanishes, ratio undefined")
     if per_layer:
         return (num / den).sqrt()
     return (num.sum(-1) / den.sum(-1)).sqrt()
@@ -109,6 +111,9 @@ def alignment_cosine(
     pairs = zip(weights, grads, strict=True)
     dots = torch.stack([-(w * g).sum(dim=(-2, -1)) for w, g in pairs], -1)
     wn, gn = _member_sq(weights), _member_sq(grads)
+    for name, sq in (("weights", wn), ("grads", gn)):
+        if bool(((sq if per_layer else sq.sum(-1)) == 0).any()):
+            raise ValueError(f"{name} hold a zero layer (or are all zero): the cosine is undefined")
     if per_layer:
         return dots / (wn * gn).sqrt()
     return dots.sum(-1) / (wn.sum(-1) * gn.sum(-1)).sqrt()

@@ -53,4 +53,6 @@ def euler_layer_residual(
     f = forward(weights, x, activation)
     degrees = layer_degrees(len(weights), activation_degree(activation))
     expected = torch.tensor(degrees, dtype=f.dtype).unsqueeze(-1) * f
+    if float(f.abs().max()) == 0:
+        raise ValueError("the network outputs f = 0 on every input x: relative residual undefined")
     return (traces - expected).abs().amax(dim=-1) / f.abs().max()

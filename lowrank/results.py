@@ -124,7 +124,9 @@ def load_result(name: str, scale: str, spec: dict[str, Any]):
     try:
         meta = json.loads(json_path.read_text())
         data = csv_path.read_bytes()
-    except (OSError, json.JSONDecodeError) as exc:
+        if not isinstance(meta, dict):
+            raise ValueError(f"the sidecar holds a JSON {type(meta).__name__}, not an object")
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON, bad UTF-8, not an object
         warnings.warn(f"{json_path} is unreadable ({exc}); recomputing", stacklevel=2)
         return None
     reason = None

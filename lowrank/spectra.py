@@ -224,12 +224,16 @@ class Checkpoint:
         self.files = safetensors_files(model)
         self.config = checkpoint_config(model)
         self._stack = contextlib.ExitStack()
-        self._handles = [self._stack.enter_context(safe_open(f, "pt")) for f in self.files]
-        self.where: dict[str, Any] = {}
-        for h in self._handles:
-            for name in h.keys():
-                self.where[name] = h
-        self.naming, self.sources = detect_naming(list(self.where))
+        try:
+            self._handles = [self._stack.enter_context(safe_open(f, "pt")) for f in self.files]
+            self.where: dict[str, Any] = {}
+            for h in self._handles:
+                for name in h.keys():
+                    self.where[name] = h
+            self.naming, self.sources = detect_naming(list(self.where))
+        except BaseException:  # an unknown architecture must not leave the maps open
+            self._stack.close()
+            raise
 
     def __enter__(self) -> Checkpoint:
         return self
@@ -455,6 +459,9 @@ def head_balance(
     """
     for t, name in ((q, "q"), (k, "k"), (v, "v"), (o, "o")):
         check_matrix(t, name, batched=False)
+    if isinstance(heads, bool) or int(heads) != heads or heads < 1:
+        raise ValueError(f"heads must be a positive integer (attention heads), got {heads!r}")
+    heads = int(heads)
     d_in = q.shape[1]
     if q.shape != k.shape or q.shape[0] % heads:
         raise ValueError(f"q and k must share a shape (heads*d_h, d), got {q.shape}, {k.shape}")
@@ -491,25 +498,23 @@ def balance_rows(model: str | os.PathLike, heads: int | None = None) -> list[dic
 
 def gaussian_stable_rank(rows: int, cols: int, seed: int = 0) -> float:
     """The stable rank ‖G‖_F/‖G‖_2 of a seeded Gaussian matrix: the no-structure baseline."""
+    from lowrank.metrics import stable_rank
+
+    check_positive(rows, "rows")
+    check_positive(cols, "cols")
     gen = torch.Generator().manual_seed(seed)
     g = torch.randn(rows, cols, generator=gen, dtype=torch.float64)
-    return float(torch.linalg.matrix_norm(g) / torch.linalg.svdvals(g)[0])
+    return float(stable_rank(g))
 
 
 # --- command line ------------------------------------------------------------------------
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    """Write tidy rows as CSV atomically (standard library only)."""
-    import csv
+    """Write tidy rows as CSV atomically (the results cache's unique temp file + fsync + rename)."""
+    from lowrank.results import _atomic_write, rows_to_csv
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+    _atomic_write(Path(path), rows_to_csv(rows))
 
 
 def _cli_main(args: Any) -> int:

@@ -14,7 +14,7 @@ import torch
 
 from lowrank.checks import check_finite, check_lambda_per_member, check_positive, check_weights
 from lowrank.losses import empirical_loss
-from lowrank.nets import forward, hidden_preactivations
+from lowrank.nets import hidden_preactivations
 from lowrank.progress import progress
 
 Recorder = Callable[[int, list[torch.Tensor], torch.Tensor], list[dict[str, Any]]]
@@ -79,6 +79,20 @@ def _validate(weights, x, y, lam, eta) -> tuple[list[torch.Tensor], torch.Tensor
         )
     if y.shape[-1] != x.shape[-2]:
         raise ValueError(f"y must hold one label per input ({x.shape[-2]}), got {tuple(y.shape)}")
+    if weights[-1].shape[-2] != 1:
+        raise ValueError(
+            f"weights[-1] must have one output row, got shape {tuple(weights[-1].shape)}"
+        )
+    per_member = "" if members is None else f" or ({members}, n)"
+    if x.ndim == 3 and x.shape[0] != members:
+        raise ValueError(
+            f"x must have shape (n, d){per_member} (one input set per member), "
+            f"got {tuple(x.shape)}"
+        )
+    if y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[0] != members):
+        raise ValueError(
+            f"y must have shape (n,){per_member} (one label set per member), got {tuple(y.shape)}"
+        )
     return weights, check_lambda_per_member(lam, members, weights[0])
 
 
@@ -203,12 +217,16 @@ def sgd(
         weights[0].shape[:-2], weights[0].device, _members(weights) is not None
     )
 
-    def full_loss() -> torch.Tensor:
+    def full_loss(epoch: int) -> torch.Tensor:
+        # through the watch: the last batch's update can make the returned weights diverge
         with torch.no_grad():
-            return empirical_loss(y * forward(params, x, activation))
+            loss = _unchecked_loss(params, x, y, activation)
+        watch.update(epoch, loss)
+        watch.raise_if_diverged()
+        return loss
 
     if record_every is not None:
-        history.rows.extend(record(0, [p.detach() for p in params], full_loss()))
+        history.rows.extend(record(0, [p.detach() for p in params], full_loss(0)))
     for epoch in range(1, epochs + 1):
         order = torch.randperm(n, generator=gen).to(x.device)
         for start in range(0, n, batch_size):
@@ -218,6 +236,9 @@ def sgd(
             watch.update(epoch, loss)
             _decay_step(params, grads, lam_t, eta)
         watch.raise_if_diverged()
-        if record_every is not None and (epoch % record_every == 0 or epoch == epochs):
-            history.rows.extend(record(epoch, [p.detach() for p in params], full_loss()))
+        due = record_every is not None and (epoch % record_every == 0 or epoch == epochs)
+        if due or epoch == epochs:
+            loss = full_loss(epoch)
+            if due:
+                history.rows.extend(record(epoch, [p.detach() for p in params], loss))
     return [p.detach() for p in params], history

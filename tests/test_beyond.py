@@ -171,3 +171,33 @@ def test_attention_tiny_run_lemma2_and_nonstationary_point_fails():
     init_rows = beyond.attention_lemma2(p0, x, y, query, "argmax", torch.tensor([0.1]))
     wv = next(r for r in init_rows if r["param"] == "W_V")
     assert abs(wv["ratio"] - 1) > 0.1 and wv["alignment_residual"] > 0.1
+
+
+def test_shallow_ensemble_gd_divergence_names_step_and_member():
+    from lowrank.train import DivergenceError
+
+    pair = beyond.rotated_task_pair(10, 4, 0.0, seed=0)
+    u = beyond.unit_output_vector(3, seed=0)
+    w0 = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = torch.stack([pair.first.x, pair.first.x])
+    y = torch.stack([pair.first.y, pair.first.y])
+    w0[1] *= 1e100  # ηλ = 1000: |1 − ηλ|^t blows up, member 1 reaches overflow first
+    with pytest.raises(DivergenceError, match="member 1") as err:
+        beyond.shallow_ensemble_gd(w0, u, x, y, 1.0, 1000.0, 200)
+    assert 0 < err.value.step < 200 and err.value.member == 1
+    with pytest.raises(ValueError, match="lam must be >= 0"):
+        beyond.shallow_ensemble_gd(w0[:1], u, x[:1], y[:1], -0.1, 0.5, 5)
+
+
+def test_attention_gd_divergence_names_step_and_member():
+    from lowrank.train import DivergenceError
+
+    x, y, query, _ = beyond.marked_token_task(16, 3, 5, seed=0)
+    params = beyond.init_attention(2, 5, 4, seed=1)
+    params["w_O"][1] = float("inf")  # member 1's output is non-finite from the start
+    with pytest.raises(DivergenceError, match="member 1") as err:
+        beyond.attention_gd(params, x, y, query, "softmax", torch.tensor([0.1, 0.1]), 0.1, 3)
+    assert err.value.step == 0
+    with pytest.raises(ValueError, match="lam must be >= 0"):
+        beyond.attention_gd(beyond.init_attention(2, 5, 4), x, y, query, "softmax",
+                            torch.tensor([0.1, -0.1]), 0.1, 3)

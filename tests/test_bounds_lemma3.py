@@ -124,3 +124,17 @@ def test_bad_inputs_are_refused():
         bounds.remark1_proxy(1.0, 0.1, 3, sign=0)
     with pytest.raises(ValueError, match="lam must be < c/2"):
         bounds.lemma3_two_point_example(0.6, 1.0)
+
+
+def test_lemma2_residual_takes_a_scalar_lambda_and_a_single_net():
+    from lowrank.data import sin_task
+    from lowrank.nets import init_mlp
+
+    task = sin_task(10, 4, seed=0)
+    ens = init_mlp([4, 3, 3, 1], members=2, seed=0)
+    res = lemma2_residual(ens, task.x, task.y, 0.1, 1)
+    assert res.shape == (2,)
+    single = lemma2_residual([w[0] for w in ens], task.x, task.y, 0.1, 1)
+    assert float(single) == pytest.approx(float(res[0]), rel=1e-12)
+    with pytest.raises(ValueError, match="H must be the degree"):
+        lemma2_residual(ens, task.x, task.y, 0.1, 2, "relu")

@@ -75,3 +75,25 @@ def test_bad_arguments_raise_value_error(call):
 def test_A2_at_infinity_is_its_limit():
     # 2·4·1·e^4/(λK) with λK = 1
     assert float(bounds.theorem2_A2(4.0, 1.0, 0.5, 2, math.inf)) == pytest.approx(8 * math.exp(4))
+
+
+def test_theorem2_overflowing_A1_gives_no_nan():
+    # log A1 ≈ 1.6e4: A1 = inf, yet A2(0) = 0 exactly and A1·e^{−λKt} underflows to 0 at large t
+    t = np.array([0.0, 1.0, 1e6])
+    a2 = bounds.theorem2_A2(100.0, 1.0, 0.01, 3, t)
+    assert a2[0] == 0.0 and a2[1] == math.inf
+    rhs = bounds.theorem2_rhs(1.0, 0.0, 100.0, 1.0, 0.01, 3, t)
+    assert not np.isnan(rhs).any() and rhs[0] == math.inf and rhs[-1] == 0.0
+    assert not np.isnan(bounds.theorem2_rhs(1.0, 0.1, 100.0, 1.0, 0.01, 3, t)).any()
+
+
+@pytest.mark.parametrize(
+    "fn", [bounds.warmup_bound, bounds.lemma4_bound, bounds.decay_bound_any_step]
+)
+def test_decay_bounds_refuse_non_finite_init_and_eps(fn):
+    with pytest.raises(ValueError, match="must be >= 0 and finite"):
+        fn(float("nan"), 0.1, 0.01, 1.0, 5)
+    with pytest.raises(ValueError, match="eps must be >= 0 and finite"):
+        fn(1.0, float("inf"), 0.01, 1.0, 5)
+    with pytest.raises(ValueError, match="eps must be >= 0 and finite"):
+        fn(1.0, float("nan"), 0.01, 1.0, 5)

@@ -23,6 +23,9 @@ def test_device_override(monkeypatch):
     assert config.default_device() == torch.device("cpu")
     assert config.default_dtype() == torch.float64
     assert config.default_dtype("cuda") == torch.float32
+    monkeypatch.setenv("LOWRANK_DEVICE", "gpu-please")
+    with pytest.raises(ValueError, match="LOWRANK_DEVICE must name a torch device"):
+        config.default_device()
 
 
 def test_logistic_values_and_stability():
@@ -179,3 +182,10 @@ def test_logistic_gradient_at_zero_margin():
     z = torch.zeros(3, dtype=torch.float64, requires_grad=True)
     (g,) = torch.autograd.grad(losses.logistic(z).sum(), z)
     assert torch.equal(g, torch.full((3,), -0.5, dtype=torch.float64))
+
+
+def test_sin_task_is_the_same_task_in_every_dtype():
+    a = data.sin_task(200, 100, a=10, seed=0, dtype=torch.float32)
+    b = data.sin_task(200, 100, a=10, seed=0)
+    assert torch.equal(a.y.double(), b.y)
+    assert torch.allclose(a.x.double(), b.x, atol=1e-6)

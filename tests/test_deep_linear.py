@@ -99,3 +99,14 @@ def test_bad_inputs_are_refused():
         dl.lemma1_coefficients(weights, torch.ones(1, 3, dtype=torch.float64), y, 0.5)
     with pytest.raises(ValueError, match="y must hold"):
         dl.lemma1_coefficients(weights, x, torch.ones(2, dtype=torch.float64), 0.5)
+
+
+def test_lemma2_gap_and_rebuild_refuse_a_zero_denominator():
+    task = sin_task(10, 4, seed=0)
+    from lowrank.nets import init_mlp
+
+    ws = init_mlp([4, 3, 1], seed=0)
+    with pytest.raises(ValueError, match="lam must be > 0"):
+        dl.lemma2_gap(ws, task.x, task.y, 0.0, "linear")
+    with pytest.raises(ValueError, match=r"weights\[1\] is a zero matrix"):
+        dl.rebuild_errors([ws[0], torch.zeros_like(ws[1])], task.x, task.y, 0.1)

@@ -71,3 +71,15 @@ def test_trend_test_detects_growth_and_fails_without_it():
     assert trend_test(down)[10.0]["p_value"] > 0.5
     collapsed = up.assign(collapsed=[False, False, False, True] * 3)
     assert trend_test(collapsed)[10.0]["largest_lam"] == 1e-2
+
+
+def test_figure2_loss_is_the_package_logistic_loss():
+    from lowrank.losses import empirical_loss
+    from lowrank.nets import forward, init_mlp
+
+    ws = [w * 8 for w in init_mlp([3, 4, 4, 1], members=2, seed=0)]
+    x = torch.eye(3, dtype=torch.float64)
+    y = torch.tensor([[1.0, -1.0, 1.0], [-1.0, 1.0, -1.0]], dtype=torch.float64)
+    rows = figure2_rows(ws, x, y, [(10.0, 1e-3, 0), (10.0, 1e-3, 1)])
+    want = empirical_loss(y * forward(ws, x, "relu"))
+    assert [r["loss"] for r in rows] == want.tolist()

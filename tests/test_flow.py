@@ -157,3 +157,27 @@ def test_two_layer_cross_prediction_matches_expansion_for_balanced_nets():
     c = init_mlp([4, 3, 1], seed=1)
     err = flow.two_layer_cross_prediction(a, c, x) - flow.merged_gap(a, c, x)["cross"]
     assert err.abs().max() > 1e-3
+
+
+_X2, _Y2, _T2 = torch.eye(2).double(), torch.ones(2).double(), np.array([0.0, 1.0])
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        # w0 = 0 made ‖w‖^{-2/K}·⟨∇L, w⟩ = inf·0: a silent NaN trajectory
+        (lambda: flow.simulate_end_to_end(torch.zeros(2).double(), _X2, _Y2, 0.1, 2, _T2),
+         "w0 must be non-zero"),
+        (lambda: flow.simulate_end_to_end(torch.ones(2).double(), _X2, _Y2, 0.1, 0, _T2),
+         "K must be an integer"),
+        (lambda: flow.simulate_end_to_end(torch.ones(2).double(), _X2, _Y2, -0.1, 2, _T2),
+         "lam must be"),
+        (lambda: flow.simulate_layers(flow.balanced_init([2, 3, 1], 1.0), _X2, _Y2, -0.1, _T2),
+         "lam must be"),
+        # a one-layer net has no pair of layers: max() of nothing
+        (lambda: flow.imbalance([torch.ones(1, 3).double()]), "at least two layers"),
+    ],
+)
+def test_flow_refuses_degenerate_inputs_by_name(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

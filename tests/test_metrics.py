@@ -166,3 +166,16 @@ def test_alignment_residual_per_member():
     assert r.shape == (3,) and r.abs().max().item() < 1e-15
     with pytest.raises(ValueError, match="one per member"):
         metrics.alignment_residual(ws, grads, [0.1, 0.2])
+
+
+def test_alignment_measures_refuse_zero_layers_instead_of_nan_or_inf():
+    ws = nets.init_mlp([4, 3, 1], seed=0)
+    zero = [torch.zeros_like(w) for w in ws]
+    with pytest.raises(ValueError, match="zero layer"):
+        metrics.alignment_residual([zero[0], ws[1]], ws, 0.1, per_layer=True)
+    with pytest.raises(ValueError, match="zero layer"):
+        metrics.alignment_residual(zero, ws, 0.1)
+    with pytest.raises(ValueError, match="grads hold a zero layer"):
+        metrics.alignment_cosine(ws, zero)
+    with pytest.raises(ValueError, match="weights hold a zero layer"):
+        metrics.alignment_cosine([zero[0], ws[1]], ws, per_layer=True)

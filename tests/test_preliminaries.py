@@ -69,3 +69,10 @@ def test_euler_refuses_ensemble():
     w = init_mlp([3, 4, 1], members=2)
     with pytest.raises(ValueError, match="not an ensemble"):
         euler_layer_traces(w, torch.zeros(2, 3, dtype=torch.float64), "relu")
+
+
+def test_euler_residual_refuses_a_network_that_outputs_zero():
+    w = init_mlp([3, 4, 1], seed=0)
+    w = [w[0], torch.zeros_like(w[1])]
+    with pytest.raises(ValueError, match="f = 0"):
+        euler_layer_residual(w, torch.eye(3, dtype=torch.float64), "relu")

@@ -115,3 +115,12 @@ def test_unknown_experiment_names_the_known_ones(toy):
 def test_results_are_world_readable(store):
     path = results.save_result([{"a": 1}], "perm", "quick", {}, 0.0, "cpu")
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("sidecar", [b"\xff\xfe{garbage", b"[1, 2, 3]", b"null"])
+def test_corrupt_sidecar_of_any_kind_is_reported_not_raised(store, sidecar):
+    # bad UTF-8 raised UnicodeDecodeError, a JSON list or null raised AttributeError
+    results.save_result([{"a": 1}], "bad", "quick", {"x": 1}, 0.1, "cpu")
+    (store / "bad-quick.json").write_bytes(sidecar)
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert results.load_result("bad", "quick", {"x": 1}) is None

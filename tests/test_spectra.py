@@ -269,3 +269,56 @@ def test_cli_writes_csv_and_figure(checkpoints, tmp_path):
     lines = csvs[0].read_text().splitlines()
     assert len(lines) == 1 + LAYERS * len(spectra.ROLES) and lines[0].startswith("model,family")
     assert len(list(tmp_path.glob("*-spectra.png"))) == 1
+
+
+def test_write_csv_is_atomic_and_refuses_empty_rows(tmp_path):
+    path = tmp_path / "out" / "m-spectra.csv"
+    spectra.write_csv([{"a": 1, "b": 2.5}], path)
+    assert path.read_text().splitlines() == ["a,b", "1,2.5"]
+    # a row the header cannot hold fails the write: the old table stays, no temp file is left
+    with pytest.raises(ValueError):
+        spectra.write_csv([{"a": 1}, {"a": 2, "extra": 3}], path)
+    assert path.read_text().splitlines() == ["a,b", "1,2.5"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["m-spectra.csv"]
+    with pytest.raises(ValueError, match="rows must be a non-empty"):
+        spectra.write_csv([], path)
+
+
+def test_gaussian_stable_rank_is_metrics_stable_rank_and_checks_sizes():
+    from lowrank.metrics import stable_rank
+
+    g = torch.randn(30, 20, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    assert spectra.gaussian_stable_rank(30, 20, seed=3) == float(stable_rank(g))
+    with pytest.raises(ValueError, match="rows must be > 0"):
+        spectra.gaussian_stable_rank(0, 20)
+
+
+@pytest.mark.parametrize("heads", [0, -2, 1.5])
+def test_head_balance_refuses_a_bad_head_count(heads):
+    q = torch.ones(4, 6, dtype=torch.float64)
+    with pytest.raises(ValueError, match="heads must be a positive integer"):
+        spectra.head_balance(q, q, q, q.T.clone(), heads)
+
+
+def test_unknown_architecture_closes_the_memory_maps(tmp_path, monkeypatch):
+    import safetensors
+    from safetensors.torch import save_file
+
+    save_file({"blocks.0.attn.W_Q": torch.ones(2, 2)}, str(tmp_path / "model.safetensors"))
+    real, exits = safetensors.safe_open, []
+
+    class Spy:
+        def __init__(self, *args, **kwargs):
+            self.inner = real(*args, **kwargs)
+
+        def __enter__(self):
+            return self.inner.__enter__()
+
+        def __exit__(self, *exc):
+            exits.append(True)
+            return self.inner.__exit__(*exc)
+
+    monkeypatch.setattr(safetensors, "safe_open", Spy)
+    with pytest.raises(ValueError, match="unknown architecture"):
+        spectra.Checkpoint(tmp_path)
+    assert exits == [True]

@@ -126,3 +126,31 @@ def test_recorded_weights_and_loss_belong_to_the_same_iterate(task):
     for step, (weights, loss) in seen.items():
         expected, _ = metrics.loss_and_gradient(weights, task.x, task.y)
         assert torch.allclose(loss, expected), step
+
+
+# --- review fixes ------------------------------------------------------------------------
+
+
+def test_gd_refuses_a_last_layer_with_several_outputs():
+    t = sin_task(2, 4, seed=0)  # n = 2 outputs would broadcast silently against y
+    ws = [nets.init_mlp([4, 3, 1], seed=0)[0], torch.ones(2, 3, dtype=torch.float64)]
+    with pytest.raises(ValueError, match=r"weights\[-1\] must have one output row"):
+        train.gd(ws, t.x, t.y, 0.1, 0.1, 2)
+
+
+def test_gd_refuses_label_or_input_sets_that_do_not_match_the_members(task):
+    ws = nets.init_mlp([4, 3, 1], seed=0)
+    with pytest.raises(ValueError, match="y must have shape"):
+        train.gd(ws, task.x, torch.stack([task.y, -task.y]), 0.1, 0.1, 2)
+    with pytest.raises(ValueError, match="x must have shape"):
+        train.gd(ws, task.x.expand(2, *task.x.shape), task.y, 0.1, 0.1, 2)
+    ens = nets.init_mlp([4, 3, 1], members=3, seed=0)
+    with pytest.raises(ValueError, match="y must have shape"):
+        train.sgd(ens, task.x, torch.stack([task.y, -task.y]), 0.1, 0.1, 1, 10)
+
+
+def test_sgd_catches_a_divergence_in_the_last_batch(task):
+    ws = nets.init_mlp([4, 3, 1], seed=0)
+    # one batch: its loss is finite, the update it makes is not
+    with pytest.raises(train.DivergenceError, match="at step 1"):
+        train.sgd(ws, task.x, task.y, 0.0, 1e308, epochs=1, batch_size=30)
