@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,8 @@ def sin_labels(x: torch.Tensor, w: torch.Tensor, a: float = 1.0) -> torch.Tensor
     """y = 2·1(1/(1+e^{−f*(x)}) ≥ 1/2) − 1 with f*(x) = sin(a wᵀx) (Figure 2), i.e. sign, 0 ↦ +1."""
     check_finite(x, "x")
     check_finite(w, "w")
+    if not math.isfinite(a):
+        raise ValueError(f"a (the frequency of sin(a wᵀx)) must be finite, got {a}")
     if w.ndim != 1 or x.ndim != 2 or x.shape[1] != w.shape[0]:
         raise ValueError(f"w must have shape ({x.shape[-1]},), got {tuple(w.shape)}")
     f_star = torch.sin(a * (x @ w))

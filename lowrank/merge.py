@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from lowrank.checks import check_weights
+from lowrank.checks import check_finite, check_weights
 
 
 def check_mergeable(
@@ -81,6 +81,7 @@ def ties_trim(tau: torch.Tensor, density: float) -> torch.Tensor:
     """TIES trim (Yadav et al., 2023): keep the top-density fraction of |τ| along the last axis."""
     if not 0 < density <= 1:
         raise ValueError(f"density must be in (0, 1] (the fraction of entries kept), got {density}")
+    check_finite(tau, "tau")
     size = tau.shape[-1]
     keep = max(1, int(density * size))
     # the keep-th largest magnitude; ties at the threshold are all kept, as in the reference code

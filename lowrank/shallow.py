@@ -18,6 +18,7 @@ from lowrank.bounds import decay_bound_any_step, lemma4_bound, merged_loss_bound
 from lowrank.checks import check_finite, check_lambda_per_member, check_positive
 from lowrank.data import TaskPair
 from lowrank.losses import empirical_loss, logistic_prime
+from lowrank.train import DivergenceError
 
 # --- the linear warm-up f_θ(x) = ⟨θ, x⟩ ------------------------------------------------
 
@@ -51,10 +52,11 @@ def linear_gd(
     check_lambda_per_member(lam, None, theta0)
     n = x.shape[0]
     thetas = [theta0.clone()]
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         theta = thetas[-1]
         coef = logistic_prime(y * (x @ theta)) * y
         thetas.append((1 - lam * eta) * theta - (eta / n) * (coef @ x))
+        _raise_if_overflowed(step, thetas[-1], param_dims=1)
     return torch.stack(thetas)
 
 
@@ -203,10 +205,22 @@ def shallow_gd(
     _check_steps(steps, eta)
     lam_t = check_lambda_per_member(lam, w0.shape[0] if w0.ndim == 3 else None, w0)
     traj = [w0.clone()]
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         w = traj[-1]
         traj.append((1 - eta * lam_t) * w - eta * shallow_gradient(w, u, x, y))
+        _raise_if_overflowed(step, traj[-1], param_dims=2)
     return torch.stack(traj)
+
+
+def _raise_if_overflowed(step: int, params: torch.Tensor, param_dims: int) -> None:
+    """DivergenceError naming the step (and member) whose weights stopped being finite.
+
+    ``params`` is ([E,] *param) with ``param_dims`` trailing parameter dimensions.
+    """
+    bad = ~torch.isfinite(params).flatten(start_dim=params.ndim - param_dims).all(dim=-1)
+    if bool(bad.any()):
+        member = int(bad.reshape(-1).nonzero()[0, 0]) if bad.ndim > 0 else None
+        raise DivergenceError(step, member, float("nan"))
 
 
 def _cross_norms(traj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -189,3 +189,9 @@ def test_sin_task_is_the_same_task_in_every_dtype():
     b = data.sin_task(200, 100, a=10, seed=0)
     assert torch.equal(a.y.double(), b.y)
     assert torch.allclose(a.x.double(), b.x, atol=1e-6)
+
+
+def test_sin_labels_refuse_a_non_finite_frequency():
+    x = data.unit_sphere(4, 3, seed=0)
+    with pytest.raises(ValueError, match="a .the frequency"):
+        data.sin_labels(x, torch.ones(3, dtype=torch.float64), a=float("nan"))

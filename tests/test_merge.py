@@ -107,3 +107,8 @@ def test_mismatched_shapes_name_the_parameter_and_both_shapes():
 def test_bad_arguments_are_named(call, match):
     with pytest.raises(ValueError, match=match):
         call(net([1, 2, 3], [0, 1, 0]))
+
+
+def test_ties_trim_refuses_non_finite_task_vectors():
+    with pytest.raises(ValueError, match="tau contains NaN"):
+        ties_trim(torch.tensor([1.0, float("nan")]), 0.5)

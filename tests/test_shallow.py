@@ -25,6 +25,7 @@ from lowrank.shallow import (
     warmup_alphas,
     warmup_check,
 )
+from lowrank.train import DivergenceError
 
 TOL = 1e-10  # float64 rounding over a few hundred steps of O(1) quantities is ~1e-14
 
@@ -224,3 +225,16 @@ def test_lemma4_large_step_counterexample():
     rows = _lemma4(pair, lams=(1.5,), eta=1.0, steps=3, allow_large_step=True)
     # the initial term changes sign at odd steps: ‖W_1x'‖ = 0.5‖W_0x'‖ > −0.5‖W_0x'‖
     assert _min(rows, "norm_slack") < -0.1
+
+
+def test_trainers_stop_with_the_step_and_member_when_weights_overflow():
+    x = torch.eye(3, dtype=torch.float64)
+    y = torch.ones(3, dtype=torch.float64)
+    with pytest.raises(DivergenceError, match="the network became nan at step") as e:
+        linear_gd(torch.ones(3, dtype=torch.float64), x, y, 1e3, 10.0, 400)
+    assert e.value.member is None and e.value.step > 0
+    w0 = torch.ones(2, 4, 3, dtype=torch.float64)
+    u = torch.full((4,), 0.5, dtype=torch.float64)
+    with pytest.raises(DivergenceError) as e:
+        shallow_gd(w0, u, x, y, [0.1, 1e3], 10.0, 400)
+    assert e.value.member == 1
