@@ -16,3 +16,13 @@ def seeded_single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def hand_net():
+    """A two-layer net worked by hand: W_1 = I_2, w_2 = e_1, one input e_1 with label +1."""
+    w1 = torch.eye(2, dtype=torch.float64)
+    w2 = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    x = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    y = torch.tensor([1.0], dtype=torch.float64)
+    return [w1, w2], x, y

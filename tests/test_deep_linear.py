@@ -16,22 +16,14 @@ from lowrank.train import gd
 SIG = 1 / (1 + math.exp(1.0))  # −ℓ'(1) = sigmoid(−1)
 
 
-def _hand_net():
-    w1 = torch.eye(2, dtype=torch.float64)
-    w2 = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
-    x = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
-    y = torch.tensor([1.0], dtype=torch.float64)
-    return [w1, w2], x, y
-
-
-def test_coefficients_by_hand():
-    weights, x, y = _hand_net()
+def test_coefficients_by_hand(hand_net):
+    weights, x, y = hand_net
     r = dl.lemma1_coefficients(weights, x, y, 0.5)  # f = 1, r = sigmoid(−1)/(1·0.5)
     assert torch.allclose(r, torch.tensor([SIG / 0.5], dtype=torch.float64))
 
 
-def test_rebuild_by_hand():
-    weights, x, y = _hand_net()
+def test_rebuild_by_hand(hand_net):
+    weights, x, y = hand_net
     r = SIG / 0.5
     w1, w2 = dl.lemma1_rebuild(weights, x, y, 0.5)
     assert torch.allclose(w1, torch.tensor([[r, 0.0], [0.0, 0.0]], dtype=torch.float64))
@@ -91,8 +83,8 @@ def test_rank_one_ratio_bound():
     assert dl.sigma_ratio(w) <= dl.rank_one_ratio_bound(rho) + 1e-15
 
 
-def test_bad_inputs_are_refused():
-    weights, x, y = _hand_net()
+def test_bad_inputs_are_refused(hand_net):
+    weights, x, y = hand_net
     with pytest.raises(ValueError, match="lam must be > 0"):
         dl.lemma1_coefficients(weights, x, y, 0.0)
     with pytest.raises(ValueError, match="x must have shape"):

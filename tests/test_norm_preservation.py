@@ -16,17 +16,9 @@ from lowrank.train import gd
 B2 = 1 / (1 + math.exp(1.0))  # −ℓ'(1)·1 at margin 1
 
 
-def _hand_net():
-    w1 = torch.eye(2, dtype=torch.float64)
-    w2 = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
-    x = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
-    y = torch.tensor([1.0], dtype=torch.float64)
-    return [w1, w2], x, y
-
-
 @pytest.mark.parametrize(("activation", "degrees"), [("linear", [1, 1]), ("relu2", [2, 1])])
-def test_sides_by_hand(activation, degrees):
-    weights, x, y = _hand_net()  # f(x) = 1 for both activations
+def test_sides_by_hand(activation, degrees, hand_net):
+    weights, x, y = hand_net  # f(x) = 1 for both activations
     lhs, rhs = dl.lemma2_sides(weights, x, y, 0.5, activation)
     assert torch.allclose(lhs, torch.tensor([1.0, 0.5], dtype=torch.float64))
     assert torch.allclose(rhs, B2 * torch.tensor(degrees, dtype=torch.float64))
@@ -79,8 +71,8 @@ def test_recorder_rows():
     assert all(r["gap"] <= r["residual"] + 1e-13 for r in rows)
 
 
-def test_bad_inputs_are_refused():
-    weights, x, y = _hand_net()
+def test_bad_inputs_are_refused(hand_net):
+    weights, x, y = hand_net
     with pytest.raises(ValueError, match="activation"):
         dl.lemma2_sides(weights, x, y, 0.5, "tanh")
     with pytest.raises(ValueError, match="lam"):
@@ -89,7 +81,7 @@ def test_bad_inputs_are_refused():
         dl.lemma2_sides(weights, x, torch.ones(3, dtype=torch.float64), 0.5, "relu")
 
 
-def test_gd_step_identity_refuses_bad_step():
-    weights, x, y = _hand_net()
+def test_gd_step_identity_refuses_bad_step(hand_net):
+    weights, x, y = hand_net
     with pytest.raises(ValueError, match="eta"):
         dl.lemma2_gap_from_gd_step(weights, x, y, 0.5, 0.0, "relu")
