@@ -313,3 +313,32 @@ FIG6_INIT = experiments.register(
         {**FULL, "init_scales": [3.0], "seeds": 3},
     )
 )
+
+# Chapter 11's two variants of quick fig6-init (init scale 3, widths 64 and 32, two seeds,
+# λ ∈ {0, 10⁻²}): only the number of training images per task and the step count change.
+# They record only the first and last step (recording does not change the training).
+INIT_SCALE_RUNS: dict[str, dict[str, int]] = {
+    "128 images, 3000 steps": {"n_train": 128, "steps": 3000, "record_every": 3000},
+    "64 images, 6000 steps": {"n_train": 64, "steps": 6000, "record_every": 6000},
+}
+
+
+def init_scale_runs(
+    runs: dict[str, dict[str, Any]] | None = None,
+    base: dict[str, Any] | None = None,
+    device: torch.device | str = "cpu",
+):
+    """Claim (3) of Appendix D.2 at init scale 3: last-step merge gaps of fig6-init variants."""
+    import pandas as pd
+
+    runs = INIT_SCALE_RUNS if runs is None else runs
+    if not runs:
+        raise ValueError("runs must name at least one variant of the fig6-init spec")
+    base = FIG6_INIT.spec("quick") if base is None else base
+    frames = []
+    for name, overrides in runs.items():
+        df = pd.DataFrame(FIG6_INIT.run({**base, **overrides}, torch.device(device), False))
+        gaps = merge_gaps(df)
+        gaps.insert(0, "run", name)
+        frames.append(gaps)
+    return pd.concat(frames, ignore_index=True)

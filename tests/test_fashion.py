@@ -144,3 +144,23 @@ def test_spec_scales():
     assert fashion.FIG6.spec("full")["eta"] == 0.1
     with pytest.raises(ValueError, match="scale"):
         fashion.FIG6.spec("medium")
+
+
+def test_init_scale_runs_are_fig6_init_variants(fake_data):
+    import pandas as pd
+
+    base = {**TINY, "init_scales": [3.0]}
+    runs = {"short": {"steps": 2}, "long": {"steps": 4, "n_train": 5}}
+    out = fashion.init_scale_runs(runs, base=base)
+    assert list(out.run.unique()) == ["short", "long"]
+    assert set(out.init_scale) == {3.0}
+    # each block is merge_gaps of the fig6-init run with that override, at its last step
+    for name, overrides in runs.items():
+        df = pd.DataFrame(fashion.FIG6_INIT.run({**base, **overrides}, torch.device("cpu"), False))
+        want = fashion.merge_gaps(df)
+        got = out[out.run == name].drop(columns="run").reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, want)
+    short, long_ = (out[out.run == r].set_index(["lam", "merge", "data"]).gap for r in runs)
+    assert not short.equals(long_)  # the overrides reach the run
+    with pytest.raises(ValueError, match="variant"):
+        fashion.init_scale_runs({}, base=base)

@@ -83,3 +83,25 @@ def test_figure2_loss_is_the_package_logistic_loss():
     rows = figure2_rows(ws, x, y, [(10.0, 1e-3, 0), (10.0, 1e-3, 1)])
     want = empirical_loss(y * forward(ws, x, "relu"))
     assert [r["loss"] for r in rows] == want.tolist()
+
+
+def test_seed_replicates_are_the_trend_test_of_reseeded_runs():
+    pd = pytest.importorskip("pandas")
+    from lowrank.figure2 import seed_replicates
+
+    rows = seed_replicates(((0, 1), (3, 4)), spec=TINY)
+    assert [(r["data_seed"], r["init_seed"], r["frequency"]) for r in rows] == [
+        (0, 1, 10.0), (0, 1, 100.0), (3, 4, 10.0), (3, 4, 100.0)]
+    own = trend_test(pd.DataFrame(FIGURE2.run(TINY, torch.device("cpu"), False)))
+    for r in rows[:2]:
+        assert {k: r[k] for k in own[r["frequency"]]} == own[r["frequency"]]
+        assert r["members"] == 4  # 2 λ × 2 seeds per frequency
+    reseeded = {**TINY, "data_seed": 3, "init_seed": 4}
+    other = trend_test(pd.DataFrame(FIGURE2.run(reseeded, torch.device("cpu"), False)))
+    for r in rows[2:]:
+        assert {k: r[k] for k in other[r["frequency"]]} == other[r["frequency"]]
+    # ... and the reseeded run is another draw, not the spec's seeds again
+    assert FIGURE2.run(reseeded, torch.device("cpu"), False) != FIGURE2.run(
+        TINY, torch.device("cpu"), False)
+    with pytest.raises(ValueError, match="pair"):
+        seed_replicates((), spec=TINY)
