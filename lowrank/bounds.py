@@ -327,3 +327,15 @@ def balanced_norm_bound(w0_norm: float, L0: float, lam: float, K: int) -> float:
     w0 = float(_nonneg_array(w0_norm, "w0_norm"))
     l0 = float(_nonneg_array(L0, "L0"))
     return (w0 ** (2 / K) + 2 * l0 / (lam * K)) ** (K / 2)
+
+
+def balanced_objective(w_norm, loss, lam: float, K: int) -> np.ndarray:
+    """L_λ(θ) = L¹(w) + (λK/2)‖w‖^{2/K} for a balanced net (each ‖W_k‖_F² = ‖w‖^{2/K}), Eq. (1).
+
+    Gradient flow does not increase it, so sup_t L(θ(t)) ≤ L_λ(θ(0)): a C the proof of
+    Theorem 2 may use where it assumes sup_t L¹(w(t)) ≤ C (chapter 9).
+    """
+    _check_theorem2_args(1.0, lam, K)
+    norms = _nonneg_array(w_norm, "w_norm")
+    losses = _nonneg_array(loss, "loss")
+    return losses + lam * K / 2 * norms ** (2 / K)

@@ -44,11 +44,15 @@ def _check_single_net(weights: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     return weights
 
 
-def balanced_init(dims: Sequence[int], scale: float, seed: int = 0) -> list[torch.Tensor]:
+def balanced_init(
+    dims: Sequence[int], scale: float, seed: int = 0, direction: torch.Tensor | None = None
+) -> list[torch.Tensor]:
     """A balanced start W_{k+1}ᵀW_{k+1} = W_k W_kᵀ (Theorem 1): W_k = s·v_k v_{k-1}ᵀ, rank one.
 
     With a scalar output W_Kᵀ W_K has rank one, so balance forces every layer to
-    rank one with matching singular vectors; ``scale`` = ‖w(0)‖ = s^K.
+    rank one with matching singular vectors; ``scale`` = ‖w(0)‖ = s^K. ``direction``
+    (optional) fixes w(0)/‖w(0)‖ = v_0; the hidden directions v_1, … are the same seeded
+    draws either way.
     """
     if len(dims) < 3 or any(int(m) < 1 for m in dims) or dims[-1] != 1:
         raise ValueError(f"dims must be d, m_1, ..., m_{{K-1}}, 1 with K >= 2, got {list(dims)}")
@@ -58,6 +62,11 @@ def balanced_init(dims: Sequence[int], scale: float, seed: int = 0) -> list[torc
     for m in dims[:-1]:
         v = torch.randn(m, generator=gen, dtype=torch.float64)
         vs.append(v / v.norm())
+    if direction is not None:
+        check_finite(direction, "direction")
+        if direction.shape != (dims[0],) or not bool(direction.ne(0).any()):
+            raise ValueError(f"direction must be a non-zero vector of shape ({dims[0]},)")
+        vs[0] = direction.to(torch.float64) / direction.to(torch.float64).norm()
     s = scale ** (1.0 / (len(dims) - 1))
     layers = [s * torch.outer(vs[k + 1], vs[k]) for k in range(len(vs) - 1)]
     return layers + [s * vs[-1][None, :]]
@@ -370,3 +379,94 @@ def merged_gap_series(
     out = {key: np.array([r[key].abs().mean().item() for r in rows]) for key in rows[0]}
     out["t"] = a.t[:: int(every)]
     return out
+
+
+def orthogonal_overlaps(traj: Trajectory, xs: torch.Tensor, lam: float) -> np.ndarray:
+    """⟨w(t), x_j⟩ = e^{−λt} W_K(t)⋯W_2(t) W_1(0)x_j for rows x_j ⊥ every training input; (T, n).
+
+    The matrix form of ``orthogonal_overlap``: full relative accuracy far below atol.
+    """
+    if traj.layers is None:
+        raise ValueError("traj must come from simulate_layers (it needs the layers)")
+    check_finite(xs, "xs")
+    d = traj.layers[0][0].shape[1]
+    if xs.ndim != 2 or xs.shape[1] != d:
+        raise ValueError(f"xs must have shape (n, {d}), got {tuple(xs.shape)}")
+    start = traj.layers[0][0] @ xs.T  # (m_1, n)
+    out = []
+    for t, layers in zip(traj.t, traj.layers, strict=True):
+        v = start
+        for w in layers[1:]:
+            v = w @ v
+        out.append(np.exp(-lam * t) * v[0].numpy())
+    return np.stack(out)
+
+
+def balanced_overlap(traj: Trajectory, x_prime: torch.Tensor, lam: float, K: int) -> np.ndarray:
+    """⟨w(t),x'⟩ = e^{−λt}(‖w(t)‖/‖w(0)‖)^{1−1/K}⟨w(0),x'⟩: balanced start, x' ⊥ training inputs.
+
+    From ``orthogonal_overlap``: a balanced net keeps its hidden directions v_1, …, v_{K−1}
+    (every layer's gradient is ∝ v_k v_{k−1}ᵀ for k ≥ 2) and its common scale s = ‖w‖^{1/K},
+    so W_K(t)⋯W_2(t) W_1(0)x' = s(t)^{K−1} s(0)⟨v_0(0), x'⟩ (chapter 9).
+    """
+    check_finite(x_prime, "x_prime")
+    if int(K) != K or K < 2:
+        raise ValueError(f"K must be an integer >= 2, got {K}")
+    norms = np.linalg.norm(traj.w, axis=1)
+    if not norms[0] > 0:
+        raise ValueError("w(0) must be non-zero")
+    start = float(traj.w[0] @ x_prime.numpy())
+    return np.exp(-lam * traj.t) * (norms / norms[0]) ** (1 - 1 / K) * start
+
+
+def eq5_coefficient(
+    w: torch.Tensor, x: torch.Tensor, y: torch.Tensor, lam: float, K: int, form: str = "arora"
+) -> float:
+    """a(t) of Eq. (5): −λK − (K−1)‖w‖^p⟨∇L¹(w), w⟩, p = −2/K ('arora') or 2 − 2/K ('printed')."""
+    if form not in END_TO_END_FORMS:
+        raise ValueError(f"form must be one of {END_TO_END_FORMS}, got {form!r}")
+    _, g = loss_and_grad(w, x, y)
+    power = -2.0 / K if form == "arora" else 2.0 - 2.0 / K
+    return float(-lam * K - (K - 1) * w.norm() ** power * (g @ w))
+
+
+def _hidden_product(weights: Sequence[torch.Tensor]) -> torch.Tensor:
+    prod = weights[-1]
+    for w in reversed(weights[1:-1]):
+        prod = prod @ w
+    return prod  # W_K ⋯ W_2, a (1, m_1) row
+
+
+def merged_gap_split(
+    a: Sequence[torch.Tensor], b: Sequence[torch.Tensor], x: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """f_{θ+θ'}(x) − f_θ(x) = [P̄ − P]W_1x + P̄W'_1x, P = W_K⋯W_2, P̄ = (W_K+W'_K)⋯(W_2+W'_2).
+
+    Keys ``gap``, ``via_first`` (the products through θ's first layer) and
+    ``via_other_first`` (through θ''s first layer, which vanishes with W'_1x when x ⊥ θ''s task).
+    """
+    a, b = _check_single_net(a), _check_single_net(b)
+    if [w.shape for w in a] != [w.shape for w in b]:
+        raise ValueError("a and b must have the same layer shapes to be merged")
+    merged = merge_sum(a, b)
+    p_sum = _hidden_product(merged)
+    via_first = ((p_sum - _hidden_product(a)) @ a[0] @ x.T)[0]
+    via_other = (p_sum @ b[0] @ x.T)[0]
+    gap = forward(merged, x, "linear") - forward(a, x, "linear")
+    return {"gap": gap, "via_first": via_first, "via_other_first": via_other}
+
+
+def merged_scale(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
+    """R with (W_K+W'_K)⋯(W_2+W'_2)W_1 = (1+R)W_K⋯W_1 when W_1 is rank one (balanced θ).
+
+    Then the products through θ's first layer add R f_θ(x) to the merged output; for K = 2,
+    R = ⟨u, u'⟩‖W'_2‖/‖W_2‖. Computed as ⟨P̄W_1, w⟩/‖w‖² − 1 (chapter 9).
+    """
+    a, b = _check_single_net(a), _check_single_net(b)
+    if [w.shape for w in a] != [w.shape for w in b]:
+        raise ValueError("a and b must have the same layer shapes to be merged")
+    w = end_to_end(a)
+    if not float(w.norm()) > 0:
+        raise ValueError("θ's end-to-end vector must be non-zero")
+    merged_row = (_hidden_product(merge_sum(a, b)) @ a[0])[0]
+    return float(merged_row @ w / (w @ w)) - 1.0

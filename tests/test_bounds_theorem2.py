@@ -97,3 +97,30 @@ def test_decay_bounds_refuse_non_finite_init_and_eps(fn):
         fn(1.0, float("inf"), 0.01, 1.0, 5)
     with pytest.raises(ValueError, match="eps must be >= 0 and finite"):
         fn(1.0, float("nan"), 0.01, 1.0, 5)
+
+
+def test_balanced_objective_hand_value_and_equals_L_lambda_of_the_layers():
+    # K = 2, ‖w‖ = 4, L = 0.5, λ = 0.1: 0.5 + 0.1·4 = 0.9
+    assert float(bounds.balanced_objective(4.0, 0.5, 0.1, 2)) == pytest.approx(0.9, rel=1e-15)
+    from lowrank import flow
+
+    ws = flow.balanced_init([5, 4, 3, 1], 2.0, seed=0)
+    sq = sum(float((w**2).sum()) for w in ws)
+    # (λ/2)‖θ‖² = (λK/2)‖w‖^{2/K} for a balanced net; a wrong exponent would miss it
+    assert float(bounds.balanced_objective(2.0, 0.0, 0.3, 3)) == pytest.approx(0.15 * sq)
+    assert float(bounds.balanced_objective(2.0, 0.0, 0.3, 2)) != pytest.approx(0.15 * sq)
+
+
+def test_balanced_objective_bounds_the_loss_along_a_flow():
+    from lowrank import flow
+    from lowrank.data import orthogonal_tasks
+
+    task = orthogonal_tasks(10, 4, seed=0)[0]
+    traj = flow.simulate_layers(flow.balanced_init([4, 3, 1], 3.0, seed=0), task.x, task.y, 0.1,
+                                np.linspace(0, 40, 81))
+    losses = flow.losses_along(traj, task.x, task.y)
+    objective = bounds.balanced_objective(np.linalg.norm(traj.w, axis=1), losses, 0.1, 2)
+    assert np.all(np.diff(objective) <= 1e-9)  # L_λ does not increase
+    assert losses.max() <= objective[0]
+    with pytest.raises(ValueError):
+        bounds.balanced_objective(-1.0, 0.1, 0.1, 2)

@@ -9,7 +9,7 @@ import torch
 from lowrank import flow
 from lowrank.data import orthogonal_tasks
 from lowrank.metrics import loss_and_gradient
-from lowrank.nets import init_mlp
+from lowrank.nets import forward, init_mlp
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +181,90 @@ _X2, _Y2, _T2 = torch.eye(2).double(), torch.ones(2).double(), np.array([0.0, 1.
 def test_flow_refuses_degenerate_inputs_by_name(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# --- chapter 9's Theorem 1 counterexample and the closed-form overlap --------------------
+
+
+def test_balanced_init_with_direction_keeps_hidden_draws_and_balance():
+    d = torch.tensor([3.0, 0.0, 4.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    ws = flow.balanced_init([6, 4, 3, 1], 2.0, seed=2, direction=d)
+    plain = flow.balanced_init([6, 4, 3, 1], 2.0, seed=2)
+    assert flow.imbalance(ws) < 1e-14
+    torch.testing.assert_close(flow.end_to_end(ws), 2.0 * d / 5.0, rtol=1e-14, atol=1e-15)
+    for a, b in zip(ws[1:], plain[1:], strict=True):  # the hidden directions are the same draws
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="direction"):
+        flow.balanced_init([6, 4, 1], 1.0, direction=torch.zeros(6, dtype=torch.float64))
+    with pytest.raises(ValueError, match="direction"):
+        flow.balanced_init([6, 4, 1], 1.0, direction=torch.ones(5, dtype=torch.float64))
+
+
+def test_orthogonal_overlaps_is_orthogonal_overlap_per_input(tasks):
+    a, b = tasks
+    traj = flow.simulate_layers(flow.balanced_init([6, 3, 1], 0.5, seed=1), a.x, a.y, 0.1,
+                                np.linspace(0, 10, 6))
+    many = flow.orthogonal_overlaps(traj, b.x[:3], 0.1)
+    assert many.shape == (6, 3)
+    for j in range(3):
+        np.testing.assert_allclose(many[:, j], flow.orthogonal_overlap(traj, b.x[j], 0.1),
+                                   rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("K", [2, 3])
+def test_balanced_overlap_closed_form_holds_for_balanced_starts_only(tasks, K):
+    a, b = tasks
+    t = np.linspace(0, 30, 31)
+    dims = [6] + [3] * (K - 1) + [1]
+    bal = flow.simulate_layers(flow.balanced_init(dims, 0.5, seed=1), a.x, a.y, 0.1, t)
+    np.testing.assert_allclose(flow.balanced_overlap(bal, b.x[0], 0.1, K),
+                               flow.orthogonal_overlap(bal, b.x[0], 0.1), rtol=1e-8)
+    # an unbalanced start moves its hidden directions: the closed form is then wrong
+    rand = flow.simulate_layers(init_mlp(dims, seed=3, init_scale=0.5), a.x, a.y, 0.1, t)
+    err = flow.balanced_overlap(rand, b.x[0], 0.1, K) / flow.orthogonal_overlap(rand, b.x[0], 0.1)
+    assert np.max(np.abs(err - 1)) > 1e-2
+
+
+def test_eq5_coefficient_hand_values_and_stationary_limit():
+    # d = 1, x = y = 1, w = 2, K = 2: g = −σ(−2); arora −2λ − g, printed −2λ − 4g
+    x, y, lam = torch.ones(1, 1, dtype=torch.float64), torch.ones(1, dtype=torch.float64), 0.1
+    g = -1 / (1 + math.exp(2))
+    w = torch.tensor([2.0], dtype=torch.float64)
+    assert flow.eq5_coefficient(w, x, y, lam, 2) == pytest.approx(-2 * lam - g, rel=1e-14)
+    assert flow.eq5_coefficient(w, x, y, lam, 2, "printed") == pytest.approx(-2 * lam - 4 * g)
+    # at the 1-D stationary point σ(−w) = λ the corrected a is −λ, the printed one is not
+    ws = torch.tensor([math.log((1 - lam) / lam)], dtype=torch.float64)
+    assert flow.eq5_coefficient(ws, x, y, lam, 2) == pytest.approx(-lam, rel=1e-12)
+    assert abs(flow.eq5_coefficient(ws, x, y, lam, 2, "printed") + lam) > 0.1
+    with pytest.raises(ValueError, match="form"):
+        flow.eq5_coefficient(w, x, y, lam, 2, "paper")
+
+
+def test_merged_gap_split_adds_up_for_any_nets():
+    gen = torch.Generator().manual_seed(0)
+    a, b = init_mlp([5, 4, 3, 1], seed=0), init_mlp([5, 4, 3, 1], seed=1)
+    x = torch.randn(7, 5, generator=gen, dtype=torch.float64)
+    parts = flow.merged_gap_split(a, b, x)
+    torch.testing.assert_close(parts["via_first"] + parts["via_other_first"], parts["gap"],
+                               rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="same layer shapes"):
+        flow.merged_gap_split(a, init_mlp([5, 3, 3, 1], seed=1), x)
+
+
+def test_merged_scale_is_rho_times_cosine_for_balanced_two_layer_nets():
+    a = flow.balanced_init([4, 3, 1], 0.8, seed=0)
+    b = flow.balanced_init([4, 3, 1], 1.3, seed=5)
+    u, u2 = a[1][0] / a[1].norm(), b[1][0] / b[1].norm()
+    rho = float(b[1].norm() / a[1].norm())
+    assert flow.merged_scale(a, b) == pytest.approx(rho * float(u @ u2), rel=1e-12)
+    x = torch.randn(6, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for K in (2, 3, 4):  # balanced θ: the products through W_1 are R f_θ(x)
+        dims = [4] + [3] * (K - 1) + [1]
+        a, b = flow.balanced_init(dims, 0.8, seed=0), flow.balanced_init(dims, 1.3, seed=5)
+        torch.testing.assert_close(flow.merged_gap_split(a, b, x)["via_first"],
+                                   flow.merged_scale(a, b) * forward(a, x, "linear"))
+    # an unbalanced θ has a rank-2 W_1: no single R
+    c, b = init_mlp([4, 3, 1], seed=1), flow.balanced_init([4, 3, 1], 1.3, seed=5)
+    err = flow.merged_gap_split(c, b, x)["via_first"] - flow.merged_scale(c, b) * forward(
+        c, x, "linear")
+    assert err.abs().max() > 1e-3
