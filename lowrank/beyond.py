@@ -635,6 +635,99 @@ def attention_lemma2(
     return rows
 
 
+def argmax_score_gaps(
+    params: dict[str, torch.Tensor], x: torch.Tensor, query: torch.Tensor
+) -> torch.Tensor:
+    """Per member and sequence, top score minus runner-up of ⟨W_Q q, W_K x_j⟩ (0 at a tie)."""
+    q = params["W_Q"] @ query  # (E, k)
+    scores = torch.einsum("ekd,ntd,ek->ent", params["W_K"], x, q)
+    top2 = scores.topk(2, dim=-1).values
+    return top2[..., 0] - top2[..., 1]
+
+
+def argmax_decay_trace(
+    params: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    query: torch.Tensor,
+    lams: torch.Tensor,
+    eta: float,
+    steps: int,
+    every: int,
+) -> list[dict]:
+    """The argmax head along GD (Section 2's update) every ``every`` steps, per member.
+
+    Records ‖W_Q‖_F, ‖W_K‖_F, the smallest and largest score gap, B² and Lemma 2's ratio
+    λ‖W_Q‖²/B², and max_i |f(X_i)|/‖X_i‖_F against ∏‖W‖_2 (Lemma 3's first inequality with
+    W_Q, W_K, W_V, w_O counted as layers).
+    """
+    check_positive(every, "every")
+    lams = torch.as_tensor(lams, dtype=torch.float64)
+    xnorm = x.flatten(1).norm(dim=1)  # ‖X_i‖_F
+    rows: list[dict] = []
+    p = {k: v.clone() for k, v in params.items()}
+    t = 0
+    while True:
+        out, _ = attention_forward(p, x, query, "argmax")
+        b2 = -(logistic_prime(y * out) * y * out).mean(-1)
+        gaps = argmax_score_gaps(p, x, query)
+        spec = [torch.linalg.matrix_norm(p[k], ord=2) for k in ("W_Q", "W_K", "W_V")]
+        prod = spec[0] * spec[1] * spec[2] * p["w_O"].norm(dim=-1)
+        f_scaled = (out.abs() / xnorm).amax(-1)
+        for e in range(p["w_O"].shape[0]):
+            fq = float(p["W_Q"][e].square().sum().sqrt())
+            rows.append({
+                "t": t, "lam": float(lams[e]), "fro_Q": fq,
+                "fro_K": float(p["W_K"][e].square().sum().sqrt()),
+                "fro_V": float(p["W_V"][e].square().sum().sqrt()),
+                "fro_O": float(p["w_O"][e].square().sum().sqrt()),
+                "gap_min": float(gaps[e].min()), "gap_max": float(gaps[e].max()),
+                "B2": float(b2[e]), "lemma2_ratio_Q": float(lams[e]) * fq**2 / float(b2[e]),
+                "f_over_x": float(f_scaled[e]), "layer_product": float(prod[e]),
+            })  # fmt: skip
+        if t >= steps:
+            return rows
+        n = min(int(every), int(steps) - t)
+        p = attention_gd(p, x, y, query, "argmax", lams, eta, n)
+        t += n
+
+
+def argmax_jump(
+    params: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    query: torch.Tensor,
+    deltas: Sequence[float],
+    seed: int = 0,
+    zero_qk: bool = True,
+) -> list[dict]:
+    """At W_Q = W_K = 0 (every score ties), max_i |f(θ + δZ)(X_i) − f(θ)(X_i)| for each δ.
+
+    Z is a seeded Gaussian direction in (W_Q, W_K); W_V, w_O stay as given. For the argmax
+    head the jump does not shrink with δ (f is not locally Lipschitz there); for softmax
+    it vanishes like δ². With ``zero_qk=False`` the perturbation starts from the given
+    W_Q, W_K, where untied scores make the argmax head locally constant.
+    """
+    base = {k: v.clone() for k, v in params.items()}
+    if zero_qk:
+        base["W_Q"] = torch.zeros_like(base["W_Q"])
+        base["W_K"] = torch.zeros_like(base["W_K"])
+    gen = torch.Generator().manual_seed(seed)
+    zq = torch.randn(base["W_Q"].shape, generator=gen, dtype=base["W_Q"].dtype)
+    zk = torch.randn(base["W_K"].shape, generator=gen, dtype=base["W_K"].dtype)
+    rows = []
+    for kind in ("argmax", "softmax"):
+        f0, _ = attention_forward(base, x, query, kind)
+        for delta in deltas:
+            check_positive(delta, "delta")
+            moved = {**base, "W_Q": base["W_Q"] + delta * zq, "W_K": base["W_K"] + delta * zk}
+            f1, _ = attention_forward(moved, x, query, kind)
+            jump = (f1 - f0).abs().amax(-1)
+            for e in range(jump.shape[0]):
+                rows.append({"kind": kind, "member": e, "delta": float(delta),
+                             "jump": float(jump[e]), "f_max": float(f0[e].abs().max())})
+    return rows
+
+
 def run_attention(spec: dict[str, Any], device, show_progress: bool = False) -> list[dict]:
     """Argmax and softmax heads trained with weight decay; Lemma 2's sides per parameter."""
     x, y, query, _ = marked_token_task(spec["n"], spec["tokens"], spec["d"], spec["seed"])

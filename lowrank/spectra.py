@@ -496,6 +496,38 @@ def balance_rows(model: str | os.PathLike, heads: int | None = None) -> list[dic
     return rows
 
 
+def init_baseline(
+    model: str | os.PathLike, std: float = 0.02, seed: int = 0, heads: int | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Frobenius norms and head balances of a seeded N(0, std²) draw of a checkpoint's shapes.
+
+    BERT-style initialisation (std 0.02 for every matrix) is the untrained baseline for the
+    norms of Figures 1 and 4 and for :func:`head_balance`: rows as in :func:`analyse`
+    (``layer``, ``role``, ``rows``, ``cols``, ``fro``) and as in :func:`balance_rows`.
+    """
+    check_positive(std, "std")
+    gen = torch.Generator().manual_seed(seed)
+    fro_rows: list[dict[str, Any]] = []
+    bal_rows: list[dict[str, Any]] = []
+    with Checkpoint(model) as ckpt:
+        n_heads = heads if heads is not None else attention_heads(ckpt.config)
+        for layer in ckpt.layers:
+            shapes = ckpt.role_shapes(layer)
+            mats = {r: std * torch.randn(*shapes[r], generator=gen, dtype=torch.float64)
+                    for r in ROLES if r != "QKV"}  # fmt: skip
+            mats["QKV"] = torch.cat([mats["Q"], mats["K"], mats["V"]], dim=0)
+            for role in ROLES:
+                rows, cols = shapes[role]
+                fro = float(torch.linalg.matrix_norm(mats[role]))
+                fro_rows.append({"layer": layer, "role": role, "rows": rows, "cols": cols,
+                                 "fro": fro})  # fmt: skip
+            bal = head_balance(mats["Q"], mats["K"], mats["V"], mats["O"], n_heads)
+            for h in range(n_heads):
+                bal_rows.append({"layer": layer, "head": h,
+                                 **{k: float(t[h]) for k, t in bal.items()}})  # fmt: skip
+    return fro_rows, bal_rows
+
+
 def gaussian_stable_rank(rows: int, cols: int, seed: int = 0) -> float:
     """The stable rank ‖G‖_F/‖G‖_2 of a seeded Gaussian matrix: the no-structure baseline."""
     from lowrank.metrics import stable_rank

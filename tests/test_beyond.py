@@ -201,3 +201,56 @@ def test_attention_gd_divergence_names_step_and_member():
     with pytest.raises(ValueError, match="lam must be >= 0"):
         beyond.attention_gd(beyond.init_attention(2, 5, 4), x, y, query, "softmax",
                             torch.tensor([0.1, -0.1]), 0.1, 3)
+
+
+def _tiny_attention(members: int = 2):
+    x, y, query, _ = beyond.marked_token_task(32, 4, 5, seed=2)
+    p0 = beyond.init_attention(members, 5, 4, seed=3)
+    return x, y, query, p0
+
+
+def test_argmax_score_gaps_scale_quadratically_and_vanish_at_zero():
+    x, _, query, p0 = _tiny_attention()
+    gaps = beyond.argmax_score_gaps(p0, x, query)
+    assert gaps.shape == (2, 32) and bool((gaps >= 0).all()) and float(gaps.min()) > 0
+    half = {**p0, "W_Q": 0.5 * p0["W_Q"], "W_K": 0.5 * p0["W_K"]}
+    torch.testing.assert_close(beyond.argmax_score_gaps(half, x, query), gaps / 4)
+    zero = {**p0, "W_Q": torch.zeros_like(p0["W_Q"])}
+    assert float(beyond.argmax_score_gaps(zero, x, query).abs().max()) == 0.0  # all tie
+
+
+def test_argmax_decay_trace_is_pure_decay_and_breaks_the_layer_product():
+    x, y, query, p0 = _tiny_attention()
+    lams = torch.tensor([0.05, 0.2], dtype=torch.float64)
+    rows = beyond.argmax_decay_trace(p0, x, y, query, lams, eta=0.1, steps=300, every=100)
+    assert [r["t"] for r in rows if r["lam"] == 0.2] == [0, 100, 200, 300]
+    for lam in (0.05, 0.2):
+        tr = [r for r in rows if r["lam"] == lam]
+        for r in tr:
+            decay = (1 - 0.1 * lam) ** r["t"]
+            assert math.isclose(r["fro_Q"], decay * tr[0]["fro_Q"], rel_tol=1e-9)
+            assert math.isclose(r["gap_max"], decay**2 * tr[0]["gap_max"], rel_tol=1e-6)
+        assert tr[-1]["f_over_x"] / tr[-1]["layer_product"] > tr[0]["f_over_x"] / tr[0][
+            "layer_product"]
+    end = beyond.attention_gd(p0, x, y, query, "argmax", lams, 0.1, 300)
+    last = [r for r in rows if r["t"] == 300]
+    for e, r in enumerate(last):
+        assert math.isclose(r["fro_Q"], float(end["W_Q"][e].norm()), rel_tol=1e-12)
+    with pytest.raises(ValueError, match="every"):
+        beyond.argmax_decay_trace(p0, x, y, query, lams, 0.1, 10, every=0)
+
+
+def test_argmax_jump_is_discontinuous_only_at_the_tie():
+    x, _, query, p0 = _tiny_attention()
+    deltas = [1e-3, 1e-9]
+    rows = beyond.argmax_jump(p0, x, query, deltas, seed=1)
+    arg = {(r["member"], r["delta"]): r["jump"] for r in rows if r["kind"] == "argmax"}
+    soft = {(r["member"], r["delta"]): r["jump"] for r in rows if r["kind"] == "softmax"}
+    for e in range(2):
+        assert arg[(e, 1e-3)] > 0 and arg[(e, 1e-9)] == arg[(e, 1e-3)]  # no shrinking
+        assert soft[(e, 1e-9)] < 1e-12 * max(soft[(e, 1e-3)], 1e-300) + 1e-15
+    # away from the tie the same check finds no jump: the argmax head is locally constant
+    off = beyond.argmax_jump(p0, x, query, [1e-9], seed=1, zero_qk=False)
+    assert all(r["jump"] == 0 for r in off if r["kind"] == "argmax")
+    with pytest.raises(ValueError, match="delta"):
+        beyond.argmax_jump(p0, x, query, [0.0])

@@ -322,3 +322,20 @@ def test_unknown_architecture_closes_the_memory_maps(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="unknown architecture"):
         spectra.Checkpoint(tmp_path)
     assert exits == [True]
+
+
+def test_init_baseline_has_the_shapes_norms_and_is_seeded():
+    fro, bal = spectra.init_baseline("minilm", std=0.02, seed=0)
+    assert len(fro) == 6 * len(spectra.ROLES) and len(bal) == 6 * 12
+    for row in fro:  # ‖W‖_F ≈ std √(rows cols) for N(0, std²) entries
+        assert abs(row["fro"] / (0.02 * (row["rows"] * row["cols"]) ** 0.5) - 1) < 0.01
+    by = {(r["layer"], r["role"]): r["fro"] for r in fro}
+    qkv = (by[(0, "Q")] ** 2 + by[(0, "K")] ** 2 + by[(0, "V")] ** 2) ** 0.5
+    assert abs(by[(0, "QKV")] - qkv) < 1e-9  # QKV is the concatenation of the same draws
+    # independent draws: Gram residual near sqrt(2 d_h / d), far from the balanced 0
+    mean_vo = sum(r["vo_gram_residual"] for r in bal) / len(bal)
+    assert abs(mean_vo / (2 * 32 / 384) ** 0.5 - 1) < 0.1
+    assert spectra.init_baseline("minilm", std=0.02, seed=0)[0] == fro
+    assert spectra.init_baseline("minilm", std=0.02, seed=1)[0] != fro
+    with pytest.raises(ValueError, match="std"):
+        spectra.init_baseline("minilm", std=0.0)
