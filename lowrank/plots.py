@@ -549,3 +549,22 @@ def beyond_attention_figure(df):
         ax.set_xlabel("parameter")
         ax.set_ylabel(r"$\lambda\|W\|_F^2 / B^2$")
     return fig
+
+
+def theorem1_gap_figure(df):
+    """Chapter 9: the merged gap max_i |f_{θ+θ'}(x_i) − f_θ(x_i)| against Theorem 1's RHS, per K.
+
+    ``df`` is tidy with columns ``t``, ``quantity``, ``value`` and ``K``; one log-scale panel per K.
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    depths = sorted(df["K"].unique())
+    fig, axes = plt.subplots(1, len(depths), figsize=(5 * len(depths), 3.8), squeeze=False)
+    for ax, K in zip(axes[0], depths, strict=True):
+        sns.lineplot(data=df[df["K"] == K], x="t", y="value", hue="quantity", ax=ax)
+        ax.set(yscale="log", title=f"Theorem 1 with ε = 0, K = {K}", xlabel="t",
+               ylabel="max over task-A inputs")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -56,3 +56,34 @@ def euler_layer_residual(
     if float(f.abs().max()) == 0:
         raise ValueError("the network outputs f = 0 on every input x: relative residual undefined")
     return (traces - expected).abs().amax(dim=-1) / f.abs().max()
+
+
+def homogeneity_degrees(
+    weights: Sequence[torch.Tensor], x: torch.Tensor, activation: str, alpha: float = 0.6
+) -> dict[str, torch.Tensor]:
+    """Measured degrees of f_θ in its input and in θ, and Euler's identity in x (Section 2).
+
+    ``degree_x`` = log(f_θ(αx)/f_θ(x))/log α and ``degree_theta`` = log(f_{αθ}(x)/f_θ(x))/log α
+    on the inputs with |f_θ(x)| > 10⁻² max_i |f_θ(x_i)| (a log-ratio needs f well away from
+    0); ``euler_x`` = max_i |⟨x_i, ∇_x f_θ(x_i)⟩ − H^{K−1} f_θ(x_i)| / max_i |f_θ(x_i)|.
+    Expected: H^{K−1}, Z = Σ_k H^{K−k} and 0.
+    """
+    weights = check_weights(weights)
+    check_finite(x, "x")
+    if not (alpha > 0 and alpha != 1):
+        raise ValueError(f"alpha must be > 0 and != 1, got {alpha}")
+    f = forward(weights, x, activation)
+    if float(f.abs().max()) == 0:
+        raise ValueError("the network outputs f = 0 on every input x: no degree to measure")
+    big = f.abs() > 1e-2 * f.abs().max()
+    log_alpha = torch.tensor(alpha, dtype=f.dtype).log()
+    f_in = forward(weights, alpha * x, activation)
+    f_par = forward([alpha * w for w in weights], x, activation)
+    x_req = x.detach().clone().requires_grad_(True)
+    (grad_x,) = torch.autograd.grad(forward(weights, x_req, activation).sum(), x_req)
+    degree = activation_degree(activation) ** (len(weights) - 1)
+    return {
+        "degree_x": (f_in[big] / f[big]).log() / log_alpha,
+        "degree_theta": (f_par[big] / f[big]).log() / log_alpha,
+        "euler_x": ((x * grad_x).sum(-1) - degree * f).abs().max() / f.abs().max(),
+    }

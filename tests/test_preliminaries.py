@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from lowrank.nets import init_mlp, layer_degrees
-from lowrank.preliminaries import euler_layer_residual, euler_layer_traces, logistic_fact_gaps
+from lowrank.preliminaries import (
+    euler_layer_residual,
+    euler_layer_traces,
+    homogeneity_degrees,
+    logistic_fact_gaps,
+)
 
 
 def test_fact_gaps_known_values_at_zero():
@@ -76,3 +81,32 @@ def test_euler_residual_refuses_a_network_that_outputs_zero():
     w = [w[0], torch.zeros_like(w[1])]
     with pytest.raises(ValueError, match="f = 0"):
         euler_layer_residual(w, torch.eye(3, dtype=torch.float64), "relu")
+
+
+@pytest.mark.parametrize("activation", ["linear", "relu", "relu2"])
+@pytest.mark.parametrize("K", [2, 3])
+def test_homogeneity_degrees_in_input_and_parameters(activation, K):
+    x = torch.randn(30, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = x / x.norm(dim=1, keepdim=True)
+    w = init_mlp([5] + [7] * (K - 1) + [1], seed=K)
+    H = 2 if activation == "relu2" else 1
+    deg = homogeneity_degrees(w, x, activation, alpha=0.6)
+    assert (deg["degree_x"] - H ** (K - 1)).abs().max() < 1e-11
+    assert (deg["degree_theta"] - sum(layer_degrees(K, H))).abs().max() < 1e-11
+    assert deg["euler_x"] < 1e-12
+    if H == 1:  # Section 2's printed f_θ(αx) = α^K f_θ(x) is refuted by the measurement
+        assert (deg["degree_x"] - K).abs().min() > 0.99
+
+
+def test_homogeneity_degrees_known_values_and_wrong_input():
+    # f(x) = 3·(x_1)_+ − (x_2)_+ has degree 1 in x and 2 in θ = (W_1, w_2)
+    w = [torch.eye(2, dtype=torch.float64), torch.tensor([[3.0, -1.0]], dtype=torch.float64)]
+    x = torch.tensor([[0.6, 0.8], [0.5, -0.1]], dtype=torch.float64)
+    deg = homogeneity_degrees(w, x, "relu", alpha=2.0)
+    assert deg["degree_x"].tolist() == pytest.approx([1.0, 1.0], abs=1e-14)
+    assert deg["degree_theta"].tolist() == pytest.approx([2.0, 2.0], abs=1e-14)
+    # α = 1 measures nothing (log α = 0), and the zero network has no degree: both refused
+    with pytest.raises(ValueError, match="alpha"):
+        homogeneity_degrees(w, x, "relu", alpha=1.0)
+    with pytest.raises(ValueError, match="f = 0"):
+        homogeneity_degrees([w[0], torch.zeros(1, 2, dtype=torch.float64)], x, "relu")

@@ -1,0 +1,38 @@
+# Two commands set everything up: `make book` and `make test`. Each creates .venv (Python
+# 3.11 or newer) when it is missing or older than requirements.txt, installs the pinned
+# requirements there, and runs. Nothing is installed into your own Python.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.requirements.sha256
+
+.PHONY: book test lint full clean venv
+
+venv: $(STAMP)
+
+# The stamp holds requirements.txt's hash: a changed requirement rebuilds the environment.
+$(STAMP): requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed: set PYTHON=python3.11")'
+	@if [ -f $(STAMP) ] && [ "$$(cat $(STAMP))" = "$$(sha256sum requirements.txt | cut -d' ' -f1)" ]; then \
+		touch $(STAMP); \
+	else \
+		rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) && \
+		$(BIN)/pip install --quiet -r requirements.txt && \
+		sha256sum requirements.txt | cut -d' ' -f1 > $(STAMP); \
+	fi
+
+book: venv        ## execute every chapter and render _build/html (strict: warnings fail)
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+test: venv        ## unit tests and every chapter's checks, cell by cell
+	$(BIN)/pytest -q
+
+lint: venv
+	$(BIN)/ruff check
+
+full: venv        ## on a GPU: the paper's experiments at full scale, then the book from them
+	$(BIN)/python -m lowrank suite --scale full --minutes $${MINUTES:-15}
+	LOWRANK_SCALE=full $(BIN)/jupyter-book build . -W -n --keep-going
+
+clean:            ## the built book, the execution cache and quick-scale tables
+	rm -rf _build results/*-quick.csv results/*-quick.json

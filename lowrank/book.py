@@ -1,0 +1,67 @@
+"""What a chapter's first cell needs: threads, figure style, number formatting and glue.
+
+``from lowrank.book import glue, sci, span, setup`` then ``setup()`` is the whole set-up of a
+chapter. The formatters turn measured numbers into prose text, since a glued number cannot
+sit inside LaTeX: ``sci(6.4e-11) == '6 × 10⁻¹¹'``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def setup(threads: int = 1) -> None:
+    """One CPU thread (two threads on a chapter's small matrices only oversubscribe a small
+    machine) and the book's figure style."""
+    from lowrank.plots import book_style
+
+    torch.set_num_threads(threads)
+    book_style()
+
+
+def sci(value: float, digits: int = 0) -> str:
+    """``value`` as 'm × 10ⁿ' with ``digits`` decimals; '10ⁿ' when m is 1 and digits is 0."""
+    if value == 0:
+        return "0"
+    if digits < 0:
+        raise ValueError(f"digits must be >= 0, got {digits}")
+    mantissa, exponent = f"{value:.{digits}e}".split("e")
+    power = "10" + str(int(exponent)).translate(_SUPERSCRIPT)
+    if mantissa in ("1", "-1") and digits == 0:
+        return power if mantissa == "1" else f"−{power}"
+    return f"{mantissa.replace('-', '−')} × {power}"
+
+
+def span(lo: float, hi: float, fmt: str = "{:.2g}") -> str:
+    """'lo–hi' in format ``fmt``, or one number when both ends round alike."""
+    a, b = fmt.format(lo), fmt.format(hi)
+    return a if a == b else f"{a}–{b}"
+
+
+def by_lambda(values: Mapping[float, float] | Any, fmt: str = "{:.2g}") -> str:
+    """'a at λ = 0, b at λ = 10⁻³ and c at λ = 10⁻²' from a mapping (or Series) λ → value."""
+    items: Iterable[tuple[float, float]] = values.items()
+    parts = [f"{fmt.format(v)} at λ = {sci(lam)}" for lam, v in items]
+    if not parts:
+        raise ValueError("values must hold at least one λ")
+    return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+
+
+def glue(name: str, value: Any, fmt: str | None = None) -> Any:
+    """Glue ``value`` (formatted with ``fmt`` when given) under ``name`` for ``{glue:text}``."""
+    from myst_nb import glue as _glue
+
+    text = value if fmt is None else fmt.format(value)
+    _glue(name, text, display=False)
+    return value
+
+
+def glue_all(values: Mapping[str, Any]) -> None:
+    """Glue every ``name → text`` of one section's measured numbers at once."""
+    for name, value in values.items():
+        glue(name, value)

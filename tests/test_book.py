@@ -1,0 +1,38 @@
+"""The chapters' shared formatters: the prose reads the numbers the cells measured."""
+
+import pytest
+
+from lowrank import book
+
+
+@pytest.mark.parametrize(
+    ("value", "digits", "text"),
+    [
+        (6.4e-11, 0, "6 × 10⁻¹¹"),
+        (1e-10, 0, "10⁻¹⁰"),
+        (1.04e-3, 1, "1.0 × 10⁻³"),
+        (2.5e4, 1, "2.5 × 10⁴"),
+        (0.0, 0, "0"),
+        (-3e-5, 0, "−3 × 10⁻⁵"),
+        (-1e-5, 0, "−10⁻⁵"),
+    ],
+)
+def test_sci(value, digits, text):
+    assert book.sci(value, digits) == text
+
+
+def test_sci_refuses_negative_digits():
+    with pytest.raises(ValueError, match="digits"):
+        book.sci(1.0, -1)
+
+
+def test_span_collapses_equal_ends():
+    assert book.span(0.101, 0.104, "{:.2f}") == "0.10"
+    assert book.span(0.1, 0.3, "{:.1f}") == "0.1–0.3"
+
+
+def test_by_lambda():
+    assert book.by_lambda({0.0: 0.5, 1e-3: 0.25}) == "0.5 at λ = 0 and 0.25 at λ = 10⁻³"
+    assert book.by_lambda({1e-2: 1.0}) == "1 at λ = 10⁻²"
+    with pytest.raises(ValueError, match="values"):
+        book.by_lambda({})
