@@ -13,7 +13,9 @@ import time
 import numpy as np
 import torch
 
-from lowrank import spectra
+from lowrank.chapters import ch06_transformers as ch06
+from lowrank.core import metrics
+from lowrank.data import checkpoints
 
 
 def synthetic(rows: int, cols: int, seed: int = 0) -> torch.Tensor:
@@ -37,17 +39,17 @@ def bench_matrix(w: torch.Tensor, numpy_svd: bool) -> list[tuple[str, float, flo
     t_exact, s = timed(lambda m: torch.linalg.svdvals(m)[0], w)
     exact = float(s)
     out = [("torch.linalg.svdvals", t_exact, 0.0)]
-    t_pow, p = timed(spectra.spectral_norm_power, w)
-    out.append(("spectral_norm_power", t_pow, spectra.relative_error(float(p), exact)))
+    t_pow, p = timed(metrics.spectral_norm_power, w)
+    out.append(("spectral_norm_power", t_pow, metrics.relative_error(float(p), exact)))
     if numpy_svd:
         a = w.numpy()
         t_np, (_, sv, _) = timed(lambda m: np.linalg.svd(m, full_matrices=False), a)
-        out.append(("numpy.linalg.svd (with U, V)", t_np, spectra.relative_error(sv[0], exact)))
+        out.append(("numpy.linalg.svd (with U, V)", t_np, metrics.relative_error(sv[0], exact)))
         import scipy.linalg
 
         t_sp, sv2 = timed(lambda m: scipy.linalg.svd(m, compute_uv=False), a)
         out.append(("scipy.linalg.svd(compute_uv=False)", t_sp,
-                    spectra.relative_error(sv2[0], exact)))
+                    metrics.relative_error(sv2[0], exact)))
     return out
 
 
@@ -64,10 +66,10 @@ def main() -> None:
     print("| workload | method | seconds | x svdvals | rel. error of ‖W‖_2 |")
     print("| --- | --- | --- | --- | --- |")
 
-    minilm = spectra.minilm_checkpoint()
-    t_exact, rows = timed(spectra.analyse, minilm, "exact", "cpu", torch.float32)
-    t_pow, rows_p = timed(spectra.analyse, minilm, "power", "cpu", torch.float32)
-    err = max(spectra.relative_error(p["spectral"], e["spectral"])
+    minilm = checkpoints.minilm_checkpoint()
+    t_exact, rows = timed(ch06.analyse, minilm, "exact", "cpu", torch.float32)
+    t_pow, rows_p = timed(ch06.analyse, minilm, "power", "cpu", torch.float32)
+    err = max(metrics.relative_error(p["spectral"], e["spectral"])
               for p, e in zip(rows_p, rows, strict=True))
     print(f"| MiniLM, all {len(rows)} matrices | analyse(exact) | {t_exact:.2f} | 1.00 | 0 |")
     print(f"| MiniLM, all {len(rows)} matrices | analyse(power) | {t_pow:.2f} "

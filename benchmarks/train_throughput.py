@@ -1,10 +1,14 @@
-"""Throughput of the batched GD trainer (lowrank.fast.gd) against a naive per-member loop.
+"""Throughput of the batched GD trainer (lowrank.core.engine.gd) against two baselines and bmm.
 
-(a) one ensemble of E members trained by ``lowrank.fast.gd`` (hand-written backprop,
-batched matmuls); (b) E separate ``nn.Sequential`` ReLU MLPs, each with its own
-``torch.optim.SGD(lr=η, weight_decay=λ)``, stepped one after another; for
-reference also (c) the same ensemble with autograd (``lowrank.train.gd``). All do
-the same math, W ← (1−ηλ)W − η∇L, for the same number of full-batch steps.
+(a) one ensemble of E members trained by ``lowrank.core.engine.gd(..., backward=True)``
+(hand-written backprop, batched matmuls); (b) E separate ``nn.Sequential`` ReLU MLPs, each
+with its own ``torch.optim.SGD(lr=η, weight_decay=λ)``, stepped one after another; (c) the
+ensemble a PyTorch user writes with ``torch.func.stack_module_state`` + ``vmap(grad(...))``
+(PyTorch's model-ensembling recipe), updated in place; for reference also (d) the same
+ensemble with autograd (``lowrank.core.engine.gd``). All do the same math,
+W ← (1−ηλ)W − η∇L, for the same number of full-batch steps. (e) times the eight
+``torch.bmm`` products of one step at the same shapes: the machine's own batched-matmul
+rate, against which the trainers' FLOP/s are reported.
 
     python benchmarks/train_throughput.py --device cpu --members 8 --steps 20
     python benchmarks/train_throughput.py --device cuda --members 160 --steps 200 \
@@ -19,9 +23,9 @@ import time
 import torch
 from torch import nn
 
-from lowrank import fast, train
-from lowrank.losses import empirical_loss
-from lowrank.nets import init_mlp
+from lowrank.core import engine
+from lowrank.core.losses import empirical_loss
+from lowrank.core.models import flops_per_step, init_mlp
 
 # one x86 core with two 256-bit FMA units at ~3 GHz: 16 float64 FLOP/cycle ≈ 5e10 FLOP/s
 CPU_PEAK_DEFAULT = 5e10
@@ -33,39 +37,29 @@ def _sync(device: torch.device) -> None:
 
 
 def batched(weights, x, y, lam, eta, steps, device) -> float:
-    """Seconds for ``steps`` GD steps of the whole ensemble with lowrank.fast.gd."""
-    fast.gd(weights, x, y, lam, eta, 2)  # warm-up
+    """Seconds for ``steps`` GD steps of the whole ensemble, hand-written backprop."""
+    engine.gd(weights, x, y, lam, eta, 2, backward=True)  # warm-up
     _sync(device)
     start = time.perf_counter()
-    fast.gd(weights, x, y, lam, eta, steps)
+    engine.gd(weights, x, y, lam, eta, steps, backward=True)
     _sync(device)
     return time.perf_counter() - start
 
 
 def autograd_batched(weights, x, y, lam, eta, steps, device) -> float:
-    """Seconds for the same ensemble with lowrank.train.gd (autograd, for reference)."""
-    train.gd(weights, x, y, lam, eta, 2)
+    """Seconds for the same ensemble with lowrank.core.engine.gd (autograd, for reference)."""
+    engine.gd(weights, x, y, lam, eta, 2)
     _sync(device)
     start = time.perf_counter()
-    train.gd(weights, x, y, lam, eta, steps)
+    engine.gd(weights, x, y, lam, eta, steps)
     _sync(device)
     return time.perf_counter() - start
 
 
 def naive(weights, x, y, lam, eta, steps, device) -> float:
     """Seconds for ``steps`` GD steps of every member in turn (nn.Module + optim.SGD)."""
-    models, optims = [], []
-    for e in range(weights[0].shape[0]):
-        layers: list[nn.Module] = []
-        for k, w in enumerate(weights):
-            lin = nn.Linear(w.shape[2], w.shape[1], bias=False)
-            lin.weight.data = w[e].clone()
-            layers.append(lin)
-            if k < len(weights) - 1:
-                layers.append(nn.ReLU())
-        model = nn.Sequential(*layers).to(device=device, dtype=x.dtype)
-        models.append(model)
-        optims.append(torch.optim.SGD(model.parameters(), lr=eta, weight_decay=lam))
+    models = _modules(weights, device, x.dtype)
+    optims = [torch.optim.SGD(m.parameters(), lr=eta, weight_decay=lam) for m in models]
 
     def run(n_steps: int) -> None:
         for _ in range(n_steps):
@@ -81,6 +75,76 @@ def naive(weights, x, y, lam, eta, steps, device) -> float:
     run(steps)
     _sync(device)
     return time.perf_counter() - start
+
+
+def _modules(weights, device, dtype) -> list[nn.Module]:
+    """One ``nn.Sequential`` ReLU MLP per member, initialised from the ensemble's weights."""
+    models = []
+    for e in range(weights[0].shape[0]):
+        layers: list[nn.Module] = []
+        for k, w in enumerate(weights):
+            lin = nn.Linear(w.shape[2], w.shape[1], bias=False)
+            lin.weight.data = w[e].clone()
+            layers.append(lin)
+            if k < len(weights) - 1:
+                layers.append(nn.ReLU())
+        models.append(nn.Sequential(*layers).to(device=device, dtype=dtype))
+    return models
+
+
+def vmap_ensemble(weights, x, y, lam, eta, steps, device) -> float:
+    """Seconds for the model-ensembling recipe: stack_module_state + vmap(grad), SGD by hand."""
+    from torch.func import functional_call, grad, stack_module_state, vmap
+
+    models = _modules(weights, device, x.dtype)
+    params, buffers = stack_module_state(models)
+    base = models[0].to("meta")
+
+    def member_loss(p, b, xe, ye):
+        return empirical_loss(ye * functional_call(base, (p, b), (xe,)).squeeze(-1))
+
+    grads_of = vmap(grad(member_loss))
+
+    def run(n_steps: int) -> None:
+        for _ in range(n_steps):
+            g = grads_of(params, buffers, x, y)
+            with torch.no_grad():
+                for k, p in params.items():
+                    p.mul_(1 - eta * lam).sub_(eta * g[k])
+
+    run(1)
+    _sync(device)
+    start = time.perf_counter()
+    run(steps)
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def bmm_products(weights, x) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The eight batched products of one GD step: 3 forward, 3 weight- and 2 input-gradients."""
+    E, n = x.shape[0], x.shape[1]
+    hs = [x] + [torch.randn(E, n, w.shape[1], dtype=x.dtype, device=x.device)
+                for w in weights[:-1]]
+    gs = [torch.randn(E, n, w.shape[1], dtype=x.dtype, device=x.device) for w in weights]
+    pairs = [(h, w.transpose(-1, -2)) for h, w in zip(hs, weights, strict=True)]  # forward
+    pairs += [(g.transpose(-1, -2), h) for g, h in zip(gs, hs, strict=True)]  # ∇W_k
+    pairs += [(g, w) for g, w in zip(gs[1:], weights[1:], strict=True)]  # ∇h_k, k ≥ 1
+    return pairs
+
+
+def bmm_rate(weights, x, steps, device) -> tuple[float, float]:
+    """Seconds for ``steps`` rounds of the step's eight ``torch.bmm`` products, and their FLOPs."""
+    pairs = [(a.contiguous(), b.contiguous()) for a, b in bmm_products(weights, x)]
+    flops = sum(2.0 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2] for a, b in pairs)
+    for a, b in pairs:
+        torch.bmm(a, b)
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        for a, b in pairs:
+            torch.bmm(a, b)
+    _sync(device)
+    return time.perf_counter() - start, flops
 
 
 def main() -> None:
@@ -116,29 +180,37 @@ def main() -> None:
     x = (x / x.norm(dim=-1, keepdim=True)).to(device, dtype)
     y = torch.where(torch.randn(E, n, generator=gen) >= 0, 1.0, -1.0).to(device, dtype)
     lam, eta = 1e-4, 1.0
-    flops = fast.flops_per_step(dims, n, E)
+    flops = flops_per_step(dims, n, E)
     peak = args.peak_flops or (CPU_PEAK_DEFAULT if device.type == "cpu" else None)
     t_b = batched(weights, x, y, lam, eta, args.steps, device)
     t_a = autograd_batched(weights, x, y, lam, eta, args.steps, device)
     t_n = naive(weights, x, y, lam, eta, args.steps, device)
+    t_v = vmap_ensemble(weights, x, y, lam, eta, args.steps, device)
+    t_m, bmm_flops = bmm_rate(weights, x, args.steps, device)
     tf32 = device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
     print(
         f"device={device} dtype={dtype} tf32={tf32} threads={torch.get_num_threads()} "
         f"dims={dims} n={n} members={E} steps={args.steps}"
     )
     print(f"FLOPs per ensemble step (analytic): {flops:.3g}")
-    print("| trainer | steps/s | FLOP/s | % of peak |")
-    print("| --- | --- | --- | --- |")
+    bmm = bmm_flops * args.steps / t_m
+    print(f"FLOPs of the step's eight bmm products: {bmm_flops:.3g}")
+    print("| trainer | steps/s | FLOP/s | % of bmm rate | % of peak |")
+    print("| --- | --- | --- | --- | --- |")
     timings = (
-        ("batched (lowrank.fast.gd)", t_b),
-        ("batched autograd (lowrank.train.gd)", t_a),
+        ("batched (engine.gd, backward=True)", t_b),
+        ("batched autograd (engine.gd)", t_a),
         ("naive loop (nn.Module + SGD)", t_n),
+        ("vmap(grad) ensemble (torch.func)", t_v),
+        ("torch.bmm, the step's 8 products", t_m),
     )
     for name, t in timings:
         rate = args.steps / t
         pct = f"{100 * flops * rate / peak:.1f}" if peak else "n/a"
-        print(f"| {name} | {rate:.2f} | {flops * rate:.3g} | {pct} |")
-    print(f"speed-up batched / naive: {t_n / t_b:.1f}x (peak assumed: {peak or 'unknown'})")
+        print(f"| {name} | {rate:.2f} | {flops * rate:.3g} | {100 * flops * rate / bmm:.0f} "
+              f"| {pct} |")
+    print(f"ratios: batched/naive {t_n / t_b:.2f}x, batched/vmap {t_v / t_b:.2f}x, "
+          f"batched/bmm-rate {t_m / t_b:.2f} (peak assumed: {peak or 'unknown'})")
 
 
 if __name__ == "__main__":

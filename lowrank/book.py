@@ -18,10 +18,30 @@ _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 def setup(threads: int = 1) -> None:
     """One CPU thread (two threads on a chapter's small matrices only oversubscribe a small
     machine) and the book's figure style."""
-    from lowrank.plots import book_style
-
     torch.set_num_threads(threads)
     book_style()
+
+
+def book_style() -> None:
+    """Seaborn's whitegrid theme with white figure faces, readable in dark mode too."""
+    import matplotlib as mpl
+    import seaborn as sns
+
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+    mpl.rcParams.update(
+        {
+            "figure.facecolor": "white",
+            "axes.facecolor": "white",
+            "savefig.facecolor": "white",
+            "figure.dpi": 100,
+            "figure.autolayout": False,
+        }
+    )
+
+
+def lam_label(lam: float) -> str:
+    """A legend label for one weight decay: 'λ = 0' or 'λ = 0.001' (format ``g``)."""
+    return "λ = 0" if lam == 0 else f"λ = {lam:g}"
 
 
 def sci(value: float, digits: int = 0) -> str:

@@ -7,11 +7,15 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "lowrank"
-# plots draws figures and is the one module allowed to need matplotlib/seaborn at call time;
+# figures (in the chapter modules) and the book helpers need matplotlib/seaborn at call time;
 # no module may need any of these at import time.
 BLOCKED = ["pandas", "matplotlib", "seaborn", "scipy", "sympy", "tqdm", "transformers",
            "safetensors", "IPython", "jupytext"]
-MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in {"__init__", "__main__"})
+MODULES = sorted(
+    ".".join(p.relative_to(PACKAGE).with_suffix("").parts)
+    for p in PACKAGE.rglob("*.py")
+    if p.name not in {"__init__.py", "__main__.py"}
+)
 
 BLOCKER = """
 import sys
@@ -24,8 +28,8 @@ sys.meta_path.insert(0, Block())
 import importlib
 for mod in {modules!r}:
     importlib.import_module('lowrank.' + mod)
-import lowrank.experiments
-print(sorted(lowrank.experiments.registry()))
+import lowrank.runner.registry
+print(sorted(lowrank.runner.registry.registry()))
 """
 
 

@@ -1,0 +1,1 @@
+"""The chapter-agnostic core: models, the one trainer, losses, metrics, merging and flows."""

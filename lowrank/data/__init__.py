@@ -1,0 +1,1 @@
+"""The tasks: synthetic generators, Fashion-MNIST (IDX) and pretrained checkpoints (safetensors)."""

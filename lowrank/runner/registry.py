@@ -1,0 +1,107 @@
+"""The experiment registry, which finds the chapters' experiments by itself, and the runner.
+
+On first use the registry imports every module of :mod:`lowrank.chapters` and registers each
+module-level :class:`~lowrank.runner.experiment.Experiment` instance defined there: a new
+chapter's experiment exists as soon as its module does, with no list to keep.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import time
+from typing import Any
+
+import torch
+
+from lowrank.config import default_device
+from lowrank.config import scale as resolve_scale
+from lowrank.runner import cache
+from lowrank.runner.experiment import Experiment
+
+_REGISTRY: dict[str, Experiment] = {}
+_DISCOVERED: list[bool] = []
+
+
+def register(exp: Experiment) -> Experiment:
+    """Add an experiment under its name (for tests and ad-hoc runs; chapters need not call it)."""
+    known = _REGISTRY.get(exp.name)
+    if known is not None and known is not exp:
+        raise ValueError(
+            f"two experiments are named {exp.name!r}: {known.module} and {exp.module}"
+        )
+    _REGISTRY[exp.name] = exp
+    return exp
+
+
+def unregister(name: str) -> None:
+    """Remove a registered experiment (what :func:`register` added)."""
+    _REGISTRY.pop(name, None)
+
+
+def _discover() -> None:
+    """Register every Experiment instance defined at module level in lowrank/chapters."""
+    if _DISCOVERED:
+        return
+    import lowrank.chapters
+
+    for info in sorted(pkgutil.iter_modules(lowrank.chapters.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"lowrank.chapters.{info.name}")
+        for obj in vars(module).values():
+            if isinstance(obj, Experiment) and type(obj).__module__ == module.__name__:
+                register(obj)
+    _DISCOVERED.append(True)
+
+
+def registry() -> dict[str, Experiment]:
+    """Every experiment, by name: the chapters' (discovered) and any registered by hand."""
+    _discover()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get(name: str) -> Experiment:
+    """One experiment by name, with the known names in the error."""
+    reg = registry()
+    if name not in reg:
+        raise ValueError(f"unknown experiment {name!r}; known: {', '.join(reg) or 'none'}")
+    return reg[name]
+
+
+def run_and_save(
+    name: str,
+    scale: str | None = None,
+    device: torch.device | str | None = None,
+    overrides: dict[str, Any] | None = None,
+    show_progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run an experiment now and store its table atomically; returns the rows."""
+    exp = get(name)
+    sc = resolve_scale(scale)
+    spec = {**exp.spec(sc), **(overrides or {})}
+    dev = torch.device(device) if device is not None else default_device()
+    start = time.perf_counter()
+    rows = exp.run(spec, dev, show_progress)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    cache.save_result(rows, name, sc, spec, time.perf_counter() - start, str(dev),
+                      source_sha256=cache.source_hash(exp.module))
+    return rows
+
+
+def load_or_run(
+    name: str,
+    scale: str | None = None,
+    device: torch.device | str | None = None,
+    overrides: dict[str, Any] | None = None,
+    show_progress: bool = False,
+):
+    """The experiment's table as a DataFrame: from the cache when valid, else computed."""
+    import pandas as pd
+
+    exp = get(name)
+    sc = resolve_scale(scale)
+    spec = {**exp.spec(sc), **(overrides or {})}
+    cached = cache.load_result(name, sc, spec, source_sha256=cache.source_hash(exp.module))
+    if cached is not None:
+        return cached
+    return pd.DataFrame(run_and_save(name, sc, device, overrides, show_progress))

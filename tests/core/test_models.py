@@ -1,0 +1,165 @@
+"""Models: activations, MLP forward and backprop, the shallow net of Eq. (3)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lowrank.core import models
+from lowrank.core.metrics import loss_and_gradient
+from lowrank.core.models import (
+    init_mlp,
+    shallow_forward,
+    shallow_gradient,
+    shallow_loss,
+    unit_output_vector,
+)
+from lowrank.data import synthetic
+from lowrank.data.synthetic import eps_task_pair
+
+
+def _data(E=3, n=12, d=6, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(E, n, d, generator=gen, dtype=torch.float64)
+    x = x / x.norm(dim=-1, keepdim=True)
+    y = torch.where(torch.randn(E, n, generator=gen) >= 0, 1.0, -1.0).double()
+    return x, y
+
+
+def t(rows):
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def _init(m, d, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(m, d, generator=g, dtype=torch.float64) / d**0.5
+
+
+def test_layer_degrees():
+    assert models.layer_degrees(3, 2) == [4, 2, 1]
+    assert models.layer_degrees(4, 1) == [1, 1, 1, 1]
+    with pytest.raises(ValueError, match="K and H"):
+        models.layer_degrees(0, 1)
+
+
+def test_activation_degrees_and_homogeneity():
+    v = torch.randn(10, dtype=torch.float64)
+    for name in models.ACTIVATIONS:
+        h = models.activation_degree(name)
+        sigma = models.activation_fn(name)
+        assert torch.allclose(sigma(3.0 * v), 3.0**h * sigma(v))
+    with pytest.raises(ValueError, match="activation must be one of"):
+        models.activation_fn("tanh")
+
+
+def test_forward_ensemble_matches_members():
+    ws = models.init_mlp([4, 5, 3, 1], members=3, seed=0)
+    x = synthetic.unit_sphere(7, 4, seed=1)
+    out = models.forward(ws, x, "relu")
+    assert out.shape == (3, 7)
+    for e in range(3):
+        single = models.forward([w[e] for w in ws], x, "relu")
+        assert torch.allclose(out[e], single)
+
+
+def test_forward_is_positively_homogeneous():
+    ws = models.init_mlp([4, 5, 3, 1], seed=0)
+    x = synthetic.unit_sphere(7, 4, seed=1)
+    for name, H in [("linear", 1), ("relu", 1), ("relu2", 2)]:
+        c = 1.7
+        scaled = [w.clone() for w in ws]
+        scaled[0] = c * scaled[0]  # degree H^{K-1} = H^2 in W_1
+        expected = c ** (H**2) * models.forward(ws, x, name)
+        assert torch.allclose(models.forward(scaled, x, name), expected)
+
+
+def test_init_is_seeded():
+    a = models.init_mlp([4, 3, 1], seed=7)
+    b = models.init_mlp([4, 3, 1], seed=7)
+    c = models.init_mlp([4, 3, 1], seed=8)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not torch.equal(a[0], c[0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"dims": [4]}, "at least two"),
+        ({"dims": [4, 3, 2]}, "end in 1"),
+        ({"dims": [4, 1], "init_scale": 0.0}, "init_scale"),
+        ({"dims": [4, 1], "members": 0}, "members"),
+    ],
+)
+def test_init_refuses_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        models.init_mlp(**kwargs)
+
+
+def test_forward_refuses_bad_shapes_and_nan():
+    ws = models.init_mlp([4, 3, 1], seed=0)
+    with pytest.raises(ValueError, match="x must have shape"):
+        models.forward(ws, torch.randn(5, 3, dtype=torch.float64))
+    bad = [ws[0].clone(), ws[1]]
+    bad[0][0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"weights\[0\] contains NaN"):
+        models.forward(bad, torch.randn(5, 4, dtype=torch.float64))
+    chain = r"weights\[1\] expects 2 inputs but weights\[0\] has 3 outputs"
+    with pytest.raises(ValueError, match=chain):
+        models.forward([ws[0], torch.randn(1, 2, dtype=torch.float64)], torch.randn(5, 4))
+    with pytest.raises(ValueError, match="2-D"):
+        models.forward([torch.randn(4, dtype=torch.float64)], torch.randn(5, 4))
+
+
+def test_gradient_of_a_tiny_linear_net_by_hand():
+    # f(x) = w2 W1 x with W1 = I, w2 = (1, 1), x = e1, y = 1: f = 1, dL/df = -σ(-1)
+    w1 = torch.eye(2, dtype=torch.float64)
+    w2 = torch.tensor([[1.0, 1.0]], dtype=torch.float64)
+    x = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    y = torch.tensor([1.0], dtype=torch.float64)
+    loss, (g1, g2) = models.mlp_loss_and_grads([w1, w2], x, y, "linear")
+    s = 1 / (1 + math.e)
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(-1)), abs=1e-15)
+    assert torch.allclose(g2, torch.tensor([[-s, 0.0]], dtype=torch.float64), atol=1e-15)
+    assert torch.allclose(g1, torch.tensor([[-s, 0.0], [-s, 0.0]], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("activation", ["relu", "linear", "relu2"])
+def test_gradients_match_autograd(activation):
+    x, y = _data()
+    w = init_mlp([6, 9, 4, 1], members=3, seed=1)
+    loss_a, grads_a = loss_and_gradient(w, x, y, activation)
+    loss_b, grads_b = models.mlp_loss_and_grads(w, x, y, activation)
+    assert torch.allclose(loss_a, loss_b, rtol=0, atol=1e-14)
+    for ga, gb in zip(grads_a, grads_b, strict=True):
+        assert (ga - gb).abs().max() < 1e-14
+
+
+def test_flops_per_step_by_hand():
+    # dims 3-4-1, n = 2: Σ m_k m_{k-1} = 12 + 4 = 16; 2·2·(3·16 − 12) = 144
+    assert models.flops_per_step([3, 4, 1], n=2) == 144.0
+    assert models.flops_per_step([3, 4, 1], n=2, members=5) == 720.0
+    with pytest.raises(ValueError, match="dims"):
+        models.flops_per_step([3], n=2)
+
+
+def test_forward_by_hand_and_unit_u():
+    w = t([[1.0, 0.0], [0.0, -1.0], [1.0, 1.0]])
+    u = t([0.6, 0.8, 0.0])
+    # Wx = (1, −2, 3) → (1, 0, 3) → 0.6
+    assert shallow_forward(w, u, t([[1.0, 2.0]])).item() == pytest.approx(0.6)
+    assert shallow_loss(w, u, t([[1.0, 2.0]]), t([-1.0])).item() == pytest.approx(
+        math.log1p(math.exp(0.6))
+    )
+    u7 = unit_output_vector(7, seed=1)
+    assert float(u7.norm()) <= 1.0 and float(u7.norm()) == pytest.approx(1.0)
+
+
+def test_closed_form_gradient_matches_autograd():
+    pair = eps_task_pair(12, 9, 0.1, seed=0)
+    w = _init(6, 9, 1).requires_grad_(True)
+    u = unit_output_vector(6, seed=2)
+    shallow_loss(w, u, pair.first.x, pair.first.y).backward()
+    closed = shallow_gradient(w.detach(), u, pair.first.x, pair.first.y)
+    assert torch.allclose(closed, w.grad, atol=1e-15, rtol=1e-13)

@@ -1,0 +1,94 @@
+"""The experiment registry and the runner that consults the cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lowrank.runner import registry
+from lowrank.runner.experiment import Experiment
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOWRANK_RESULTS", str(tmp_path))
+    return tmp_path
+
+
+class Counting(Experiment):
+    """A tiny experiment that counts its runs."""
+
+    name = "toy-test"
+    description = "a toy"
+    full_cost = "instant"
+
+    def __init__(self):
+        self.runs = 0
+
+    def quick(self):
+        return {"n": 3, "seed": 0}
+
+    def full(self):
+        return {"n": 5, "seed": 0}
+
+    def run(self, spec, device, show_progress=False):
+        self.runs += 1
+        g = torch.Generator().manual_seed(spec["seed"])
+        return [{"i": i, "value": torch.rand(1, generator=g).item()} for i in range(spec["n"])]
+
+
+@pytest.fixture
+def toy():
+    exp = registry.register(Counting())
+    yield exp
+    registry.unregister(exp.name)
+
+
+def test_load_or_run_uses_the_cache(store, toy):
+    first = registry.load_or_run("toy-test", scale="quick", device="cpu")
+    second = registry.load_or_run("toy-test", scale="quick", device="cpu")
+    assert toy.runs == 1
+    assert first.value.tolist() == second.value.tolist()
+    registry.load_or_run("toy-test", scale="full", device="cpu")
+    assert toy.runs == 2
+    with pytest.warns(UserWarning, match="spec differs"):
+        registry.load_or_run("toy-test", scale="quick", device="cpu", overrides={"n": 4})
+    assert toy.runs == 3
+
+
+def test_unknown_experiment_names_the_known_ones(toy):
+    with pytest.raises(ValueError, match="unknown experiment 'nope'.*toy-test"):
+        registry.get("nope")
+
+
+PAPER_EXPERIMENTS = {"fig2", "fig3", "fig5", "fig6", "fig6-init", "beyond-overlap", "beyond-ktasks",
+                     "beyond-rules", "beyond-lambda", "beyond-attention"}
+
+
+def test_the_registry_finds_every_chapter_experiment_by_itself():
+    found = registry.registry()
+    assert PAPER_EXPERIMENTS | {"lemma1", "lemma2", "lemma3-grid", "remark1-collapse",
+                                "fig2-replicates", "fig6-init-variants"} <= set(found)
+    for name, exp in found.items():
+        assert exp.name == name and exp.module.startswith("lowrank.chapters."), name
+        assert exp.spec("quick") == exp.quick() and exp.spec("full") == exp.full()
+
+
+def test_two_experiments_with_one_name_are_refused():
+    registry.registry()
+
+    class Impostor(Counting):
+        name = "fig3"
+
+    with pytest.raises(ValueError, match="two experiments are named 'fig3'"):
+        registry.register(Impostor())
+    assert registry.get("fig3").module == "lowrank.chapters.ch10_merging_experiments"
+
+
+def test_spec_copies_and_refuses_an_unknown_scale():
+    exp = Counting()
+    spec = exp.spec("quick")
+    spec["n"] = 99
+    assert exp.spec("quick") == {"n": 3, "seed": 0}
+    with pytest.raises(ValueError, match="scale must be one of"):
+        exp.spec("huge")
