@@ -85,3 +85,8 @@ def glue_all(values: Mapping[str, Any]) -> None:
     """Glue every ``name → text`` of one section's measured numbers at once."""
     for name, value in values.items():
         glue(name, value)
+
+
+def listing(values: Iterable[float], fmt: str = "{:.2g}") -> str:
+    """'a, b, c' with every value in format ``fmt``."""
+    return ", ".join(fmt.format(v) for v in values)

@@ -36,3 +36,16 @@ def test_by_lambda():
     assert book.by_lambda({1e-2: 1.0}) == "1 at λ = 10⁻²"
     with pytest.raises(ValueError, match="values"):
         book.by_lambda({})
+
+
+def test_listing():
+    assert book.listing([0.5, 0.25], "{:.2f}") == "0.50, 0.25"
+
+
+def test_no_chapter_defines_its_own_formatter():
+    from pathlib import Path
+
+    for page in (Path(__file__).resolve().parents[1] / "book").glob("[0-9][0-9]_*.md"):
+        text = page.read_text(encoding="utf-8")
+        for name in ("tens", "sci", "span", "lam_text", "list_by_lam", "listing"):
+            assert f"\ndef {name}(" not in text, f"{page.name} defines {name}; use lowrank.book"
