@@ -41,7 +41,7 @@ H200 = Device("H200 SXM", dict(H100.peak), "NVIDIA H200 datasheet: same compute 
 
 #: assumed fraction of peak: large batched matmuls (every hidden width ≥ LARGE_WIDTH) and small
 EFFICIENCY = {"large": 0.5, "small": 0.05}
-LARGE_WIDTH = 256
+LARGE_WIDTH = 100
 #: the paper's figures, whose total the 6-minute target bounds (all experiments: 15 minutes)
 PAPER_FIGURES = ("fig2", "fig3", "fig5", "fig6")
 

@@ -23,6 +23,21 @@ _REGISTRY: dict[str, Experiment] = {}
 _DISCOVERED: list[bool] = []
 
 
+class FullScaleTableMissing(RuntimeError):
+    """A full-scale table is asked for on a machine without CUDA and no valid one is stored."""
+
+    def __init__(self, name: str):
+        csv_path, _ = cache.paths(name, "full")
+        super().__init__(
+            f"no valid full-scale table for {name!r} at {csv_path}, and this machine has no "
+            f"GPU: computing it here would take hours. Produce it on a GPU with "
+            f"`python -m lowrank run {name} --scale full` (or the whole suite with "
+            f"`python -m lowrank suite --scale full`) and copy results/{name}-full.csv and "
+            f"its .json sidecar here, or build at quick scale (LOWRANK_SCALE=quick)"
+        )
+        self.name = name
+
+
 def register(exp: Experiment) -> Experiment:
     """Add an experiment under its name (for tests and ad-hoc runs; chapters need not call it)."""
     known = _REGISTRY.get(exp.name)
@@ -95,7 +110,10 @@ def load_or_run(
     overrides: dict[str, Any] | None = None,
     show_progress: bool = False,
 ):
-    """The experiment's table as a DataFrame: from the cache when valid, else computed."""
+    """The experiment's table as a DataFrame: from the cache when valid, else computed.
+
+    At full scale without CUDA a missing table raises :class:`FullScaleTableMissing` at once.
+    """
     import pandas as pd
 
     exp = get(name)
@@ -104,4 +122,6 @@ def load_or_run(
     cached = cache.load_result(name, sc, spec, source_sha256=cache.source_hash(exp.module))
     if cached is not None:
         return cached
+    if sc == "full" and not torch.cuda.is_available():
+        raise FullScaleTableMissing(name)
     return pd.DataFrame(run_and_save(name, sc, device, overrides, show_progress))

@@ -49,7 +49,7 @@ def test_load_or_run_uses_the_cache(store, toy):
     second = registry.load_or_run("toy-test", scale="quick", device="cpu")
     assert toy.runs == 1
     assert first.value.tolist() == second.value.tolist()
-    registry.load_or_run("toy-test", scale="full", device="cpu")
+    registry.run_and_save("toy-test", scale="full", device="cpu")
     assert toy.runs == 2
     with pytest.warns(UserWarning, match="spec differs"):
         registry.load_or_run("toy-test", scale="quick", device="cpu", overrides={"n": 4})
@@ -92,3 +92,21 @@ def test_spec_copies_and_refuses_an_unknown_scale():
     assert exp.spec("quick") == {"n": 3, "seed": 0}
     with pytest.raises(ValueError, match="scale must be one of"):
         exp.spec("huge")
+
+
+def test_a_missing_full_table_without_cuda_names_the_command(store, toy, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(registry.FullScaleTableMissing, match="python -m lowrank run toy-test"):
+        registry.load_or_run("toy-test", "full")
+    assert toy.runs == 0  # refused at once, nothing computed
+    assert len(registry.load_or_run("toy-test", "quick")) == 3  # quick scale still computes
+    assert toy.runs == 1
+    registry.run_and_save("toy-test", "full")  # a stored full table is then read back
+    assert len(registry.load_or_run("toy-test", "full")) == 5
+    assert toy.runs == 2
+
+
+def test_a_missing_full_table_with_cuda_is_computed(store, toy, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert len(registry.load_or_run("toy-test", "full", device="cpu")) == 5
+    assert toy.runs == 1

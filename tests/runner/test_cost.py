@@ -1,0 +1,45 @@
+"""The FLOP model of the experiments and its device predictions."""
+
+from __future__ import annotations
+
+import pytest
+
+from lowrank.runner import cost
+from lowrank.runner.registry import registry
+
+TINY = {"d": 2, "hidden": [3], "n": 5, "steps": 7, "settings": ["same"], "lams": [0.0],
+        "seeds": 1}
+
+
+def test_a_tiny_merging_spec_has_the_hand_counted_flops():
+    # 2 members, dims 2-3-1: macs 2·3 + 3·1 = 9; step 2n(3·9 − 2·3) = 10·21 = 210 per member
+    assert cost.flops("fig3", TINY) == 2 * 210 * 7
+    ws = cost.workloads("fig3", TINY)
+    assert ws == [cost.Workload((2, 3, 1), 5, 2, 7)]
+    assert not ws[0].large
+
+
+def test_device_seconds_divide_by_peak_times_efficiency():
+    eff = {"small": 0.25}
+    s = cost.device_seconds("fig3", TINY, cost.H100, "tf32", eff)
+    assert s == pytest.approx(2 * 210 * 7 / (495e12 * 0.25), rel=1e-12)
+    assert cost.cpu_seconds("fig3", TINY, rate={"fp32": 10.0}) == pytest.approx(294.0)
+
+
+def test_a_spec_missing_widths_is_refused_naming_the_key():
+    bad = {k: v for k, v in TINY.items() if k != "hidden"}
+    with pytest.raises(ValueError, match="'hidden'"):
+        cost.flops("fig3", bad)
+    with pytest.raises(ValueError, match="no FLOP model"):
+        cost.flops("nope", TINY)
+    with pytest.raises(ValueError, match="precision"):
+        cost.device_seconds("fig3", TINY, precision="fp8")
+
+
+def test_every_registered_experiment_has_a_model_at_both_scales():
+    for name, exp in registry().items():
+        if name in cost.RULES:
+            for scale in ("quick", "full"):
+                assert cost.flops(name, exp.spec(scale)) > 0
+    # fig3 at full scale: 160 nets 100-1000-100-1, n = 1000, 1e5 steps (≈ 1.6e16 FLOP)
+    assert cost.flops("fig3", registry()["fig3"].spec("full")) == pytest.approx(1.6e16, rel=0.01)
