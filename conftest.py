@@ -36,3 +36,15 @@ def pytest_collect_file(file_path: Path, parent):
     if (opt.nbval or opt.nbval_lax) and in_book and CHAPTER.match(file_path.name):
         return JupytextNotebook.from_parent(parent, path=file_path)
     return None
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Stop at once, with one paragraph, when chapter 11 would run without Fashion-MNIST."""
+    if any(Path(str(item.fspath)).name == "11_fashion_mnist.md" for item in items):
+        import pytest
+
+        from lowrank.data.fashion_mnist import data_problem
+
+        problem = data_problem()
+        if problem is not None:
+            raise pytest.UsageError(problem)

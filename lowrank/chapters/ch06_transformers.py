@@ -138,6 +138,10 @@ def layer_head_balance(
     qh, kh = q.reshape(heads, dq, d_in), k.reshape(heads, dq, d_in)
     vh = v.reshape(heads, dv, v.shape[1])
     oh = o.reshape(o.shape[0], heads, dv).permute(1, 2, 0)  # head h: O[:, h] transposed
+    for pair, a, b in (("q and k", qh, kh), ("v and o", vh, oh)):
+        norms = torch.cat([torch.linalg.matrix_norm(a), torch.linalg.matrix_norm(b)])
+        if bool((norms == 0).any()):
+            raise ValueError(f"{pair} must have no all-zero head: the head balance is undefined")
     gq, gk = qh @ qh.mT, kh @ kh.mT
     gv, go = vh @ vh.mT, oh @ oh.mT
     fro = torch.linalg.matrix_norm

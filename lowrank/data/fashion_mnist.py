@@ -63,7 +63,7 @@ def data_problem(folder=None, splits=BOOK_SPLITS) -> str | None:
         f"{'is' if len(missing) == 1 else 'are'} not there. Download the official files "
         f"({', '.join(official_names())}; the book needs only the t10k pair) from "
         f"{FASHION_SOURCE} and put them, with their official names, in {folder}, or set "
-        "LOWRANK_DATA to the folder that holds them (e.g. export LOWRANK_DATA=/path/to/fashion-mnist)."
+        "LOWRANK_DATA to the folder that holds them (export LOWRANK_DATA=/path/to/folder)."
     )
 
 

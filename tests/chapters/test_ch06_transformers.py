@@ -323,3 +323,16 @@ def test_init_baseline_has_the_shapes_norms_and_is_seeded():
     assert ch06.init_baseline("minilm", std=0.02, seed=1)[0] != fro
     with pytest.raises(ValueError, match="std"):
         ch06.init_baseline("minilm", std=0.0)
+
+
+def test_head_balance_refuses_a_zero_head():
+    import pytest
+    import torch
+
+    from lowrank.chapters.ch06_transformers import layer_head_balance
+
+    q = torch.randn(4, 3, dtype=torch.float64)
+    k, v, o = q.clone(), q.clone(), q.T.clone()
+    k[:2] = 0
+    with pytest.raises(ValueError, match="q and k must have no all-zero head"):
+        layer_head_balance(q, k, v, o, heads=2)

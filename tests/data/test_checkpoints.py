@@ -140,3 +140,53 @@ def test_unknown_architecture_closes_the_memory_maps(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="unknown architecture"):
         ckpts.Checkpoint(tmp_path)
     assert exits == [True]
+
+
+GATED = ("llama", "mistral", "qwen2")
+
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory):
+    """Tiny Llama, Mistral and Qwen2 checkpoints (grouped-query attention), one sharded."""
+    t = pytest.importorskip("transformers")
+    common = dict(vocab_size=50, hidden_size=D, intermediate_size=FF, num_hidden_layers=LAYERS,
+                  num_attention_heads=HEADS, num_key_value_heads=2)
+    configs = {"llama": (t.LlamaConfig, t.LlamaForCausalLM),
+               "mistral": (t.MistralConfig, t.MistralForCausalLM),
+               "qwen2": (t.Qwen2Config, t.Qwen2ForCausalLM)}
+    made = {}
+    for i, (family, (cfg, cls)) in enumerate(configs.items()):
+        torch.manual_seed(10 + i)
+        model = cls(cfg(**common)).eval()
+        folder = tmp_path_factory.mktemp(family)
+        shard = "20KB" if family == "mistral" else "50MB"
+        model.save_pretrained(folder, safe_serialization=True, max_shard_size=shard)
+        made[family] = (folder, model)
+    return made
+
+
+@pytest.mark.parametrize("family", GATED)
+def test_gated_families_map_roles(gated, family):
+    folder, model = gated[family]
+    with ckpts.Checkpoint(folder) as ck:
+        assert ck.naming.family == "llama" and ck.roles == ckpts.ALL_ROLES
+        assert ck.layers == list(range(LAYERS))
+        if family == "mistral":
+            assert len(ck.files) > 1  # sharded through model.safetensors.index.json
+        for layer in ck.layers:
+            mats = ck.layer_matrices(layer)
+            a, m = model.model.layers[layer].self_attn, model.model.layers[layer].mlp
+            want = {"Q": a.q_proj, "K": a.k_proj, "V": a.v_proj, "O": a.o_proj,
+                    "G": m.gate_proj, "M1": m.up_proj, "M2": m.down_proj}
+            for role, lin in want.items():
+                assert torch.equal(mats[role], lin.weight.detach().to(torch.float64)), role
+            assert mats["K"].shape == (D // 2, D) and mats["Q"].shape == (D, D)  # GQA
+            assert mats["QKV"].shape == (D + 2 * (D // 2), D)
+            assert ck.role_shapes(layer)["G"] == (FF, D)
+
+
+def test_corrupt_safetensors_is_named(tmp_path):
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    with pytest.raises(ValueError, match="model.safetensors: not a readable"):
+        ckpts.Checkpoint(tmp_path)
