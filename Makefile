@@ -22,6 +22,7 @@ $(STAMP): requirements.txt
 	fi
 
 book: venv        ## execute every chapter and render _build/html (strict: warnings fail)
+	@$(BIN)/python -c 'import sys; from lowrank.data.fashion_mnist import data_problem; p = data_problem(); p and print(p, file=sys.stderr); sys.exit(2 if p else 0)'
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
 test: venv        ## unit tests and every chapter's checks, cell by cell
