@@ -90,3 +90,25 @@ def glue_all(values: Mapping[str, Any]) -> None:
 def listing(values: Iterable[float], fmt: str = "{:.2g}") -> str:
     """'a, b, c' with every value in format ``fmt``."""
     return ", ".join(fmt.format(v) for v in values)
+
+
+def table(frame: Any, fmt: str = "{:.3g}", index_fmt: str = "{:g}") -> Any:
+    """A result table as a page prints it: float cells in ``fmt``, float index labels in
+    ``index_fmt`` (so a λ index reads '0.01', not '0.010000'); other cells as they are."""
+    import pandas as pd
+
+    def text(values: Any, form: str) -> Any:
+        return values.map(lambda v: "" if pd.isna(v) else form.format(v))
+
+    out = frame.copy()
+    for col in out.columns:
+        if pd.api.types.is_float_dtype(out[col]):
+            out[col] = text(out[col], fmt)
+    if isinstance(out.index, pd.MultiIndex):
+        out.index = out.index.set_levels(
+            [text(lvl, index_fmt) if pd.api.types.is_float_dtype(lvl) else lvl
+             for lvl in out.index.levels]
+        )
+    elif pd.api.types.is_float_dtype(out.index):
+        out.index = pd.Index(text(out.index, index_fmt), name=out.index.name)
+    return out

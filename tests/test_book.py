@@ -49,3 +49,21 @@ def test_no_chapter_defines_its_own_formatter():
         text = page.read_text(encoding="utf-8")
         for name in ("tens", "sci", "span", "lam_text", "list_by_lam", "listing"):
             assert f"\ndef {name}(" not in text, f"{page.name} defines {name}; use lowrank.book"
+
+
+def test_table_formats_floats_and_float_index_labels():
+    import pandas as pd
+
+    from lowrank.book import table
+
+    frame = pd.DataFrame(
+        {"gap": [0.123456, 1.5e-7], "steps": [3000, 6000], "name": ["a", "b"]},
+        index=pd.Index([0.01, 0.1], name="lam"),
+    )
+    out = table(frame)
+    assert list(out["gap"]) == ["0.123", "1.5e-07"]
+    assert list(out["steps"]) == [3000, 6000] and list(out["name"]) == ["a", "b"]
+    assert list(out.index) == ["0.01", "0.1"] and out.index.name == "lam"
+    multi = frame.set_index("name", append=True)
+    assert list(table(multi).index.get_level_values("lam")) == ["0.01", "0.1"]
+    assert frame["gap"].dtype == float  # the input is left as it was
