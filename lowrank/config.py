@@ -18,6 +18,8 @@ ENVIRONMENT = {
     "LOWRANK_SCALE": "quick (default) or full",
     "LOWRANK_DEVICE": "a torch device; default cuda when available, else cpu",
     "LOWRANK_RESULTS": "folder of result tables; default <checkout>/results",
+    "LOWRANK_PRECISION": "fp64, fp32, tf32 or bf16 matmul inputs; default fp64 on the CPU, "
+    "fp32 on a GPU (tf32/bf16 are emulated on the CPU)",
     "LOWRANK_DATA": "folder of the Fashion-MNIST IDX files; "
     "default ../shared/data/fashion-mnist beside the checkout",
     "HF_HUB_CACHE / HF_HOME / XDG_CACHE_HOME": "where cached Hugging Face checkpoints are found",
@@ -43,9 +45,27 @@ def default_device() -> torch.device:
 
 
 def default_dtype(device: torch.device | str | None = None) -> torch.dtype:
-    """float64 on the CPU (theory checks), float32 on a GPU (experiments)."""
-    dev = torch.device(device) if device is not None else default_device()
-    return torch.float64 if dev.type == "cpu" else torch.float32
+    """The experiments' dtype: float64 at precision fp64, float32 at the others; with no
+    precision in force, float64 on the CPU (theory checks) and float32 on a GPU."""
+    from lowrank.core.precision import training_dtype
+
+    return training_dtype(torch.device(device) if device is not None else default_device())
+
+
+def precision(value: str | None = None, device: torch.device | str | None = None) -> str:
+    """The matmul precision: ``value``, else ``LOWRANK_PRECISION``, else fp64 on the CPU and
+    fp32 on a GPU (see :mod:`lowrank.core.precision`)."""
+    from lowrank.core.precision import PRECISIONS
+
+    chosen = value if value is not None else _env("LOWRANK_PRECISION")
+    if chosen is None:
+        dev = torch.device(device) if device is not None else default_device()
+        return "fp64" if dev.type == "cpu" else "fp32"
+    if chosen not in PRECISIONS:
+        raise ValueError(
+            f"precision must be one of {PRECISIONS}, got {chosen!r} (check LOWRANK_PRECISION)"
+        )
+    return chosen
 
 
 def scale(value: str | None = None) -> str:
@@ -54,6 +74,11 @@ def scale(value: str | None = None) -> str:
     if chosen not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {chosen!r} (check LOWRANK_SCALE)")
     return chosen
+
+
+def precision_is_default() -> bool:
+    """True when ``LOWRANK_PRECISION`` is unset, so :func:`precision` chose by device."""
+    return _env("LOWRANK_PRECISION") is None
 
 
 def results_dir() -> Path:

@@ -28,6 +28,7 @@ from lowrank.core.checks import (
     ensemble_size,
 )
 from lowrank.core.losses import empirical_loss, logistic, logistic_prime
+from lowrank.core.precision import matmul
 
 Params = list[torch.Tensor]
 #: ``backward(params, x, y) -> (loss per member, [∇ per parameter, None where unused])``
@@ -115,10 +116,10 @@ def hidden_preactivations(
     h = x
     pre = []
     for w in weights[:-1]:
-        z = torch.matmul(h, w.transpose(-1, -2))
+        z = matmul(h, w.transpose(-1, -2))
         pre.append(z)
         h = sigma(z)
-    out = torch.matmul(h, weights[-1].transpose(-1, -2)).squeeze(-1)
+    out = matmul(h, weights[-1].transpose(-1, -2)).squeeze(-1)
     return pre, out
 
 
@@ -170,19 +171,19 @@ def _mlp_backward(
     sigma, slope = act.fn, act.slope
     hs, zs = [x], []
     for w in weights[:-1]:
-        z = torch.matmul(hs[-1], w.transpose(-1, -2))
+        z = matmul(hs[-1], w.transpose(-1, -2))
         zs.append(z)
         hs.append(sigma(z))
-    out = torch.matmul(hs[-1], weights[-1].transpose(-1, -2)).squeeze(-1)
+    out = matmul(hs[-1], weights[-1].transpose(-1, -2)).squeeze(-1)
     margins = y * out
     loss = logistic(margins).mean(dim=-1)
     # dL/df_i = y_i ℓ'(y_i f_i)/n, then the chain rule layer by layer downwards.
     g = (y * logistic_prime(margins) / x.shape[-2]).unsqueeze(-1)
     grads: list[torch.Tensor] = [torch.empty(0)] * len(weights)
     for k in range(len(weights) - 1, -1, -1):
-        grads[k] = torch.matmul(g.transpose(-1, -2), hs[k])
+        grads[k] = matmul(g.transpose(-1, -2), hs[k])
         if k > 0:
-            g = torch.matmul(g, weights[k])
+            g = matmul(g, weights[k])
             if slope is not None:
                 g = g * slope(zs[k - 1])
     return loss, grads
@@ -228,7 +229,7 @@ def flops_per_step(dims: Sequence[int], n: int, members: int = 1) -> float:
 
 def linear_grad_sum(w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Σ_i ℓ'(y_i⟨w, x_i⟩) y_i x_i: n times ∇L¹(w) of the linear predictor (Section 4)."""
-    return (logistic_prime(y * (x @ w)) * y) @ x
+    return matmul(logistic_prime(y * matmul(x, w)) * y, x)
 
 
 def _check_linear(params: Params, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -240,7 +241,7 @@ def _check_linear(params: Params, x: torch.Tensor, y: torch.Tensor) -> None:
 
 
 def _linear_loss(params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return empirical_loss(y * (x @ params[0]))
+    return empirical_loss(y * matmul(x, params[0]))
 
 
 def _linear_backward(params: Params, x: torch.Tensor, y: torch.Tensor):
@@ -296,7 +297,7 @@ def unit_output_vector(m: int, seed: int = 0, dtype: torch.dtype = torch.float64
 def shallow_forward(w: torch.Tensor, u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """f(x) = ⟨u, (Wx)_+⟩ of Eq. (3) for every input: shape (n,) or (E, n)."""
     check_shallow(w, u, x)
-    return torch.relu(torch.matmul(x, w.transpose(-1, -2))) @ u
+    return matmul(torch.relu(matmul(x, w.transpose(-1, -2))), u)
 
 
 def shallow_loss(
@@ -309,11 +310,11 @@ def shallow_loss(
 def _shallow_backward(
     w: torch.Tensor, u: torch.Tensor, x: torch.Tensor, y: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    pre = torch.matmul(x, w.transpose(-1, -2))  # (..., n, m)
+    pre = matmul(x, w.transpose(-1, -2))  # (..., n, m)
     active = (pre > 0).to(w.dtype)
-    margins = y * (torch.relu(pre) @ u)  # (..., n)
+    margins = y * matmul(torch.relu(pre), u)  # (..., n)
     coef = y * logistic_prime(margins)
-    grad = torch.matmul((coef.unsqueeze(-1) * active * u).transpose(-1, -2), x) / x.shape[-2]
+    grad = matmul((coef.unsqueeze(-1) * active * u).transpose(-1, -2), x) / x.shape[-2]
     return empirical_loss(margins), grad
 
 
@@ -329,7 +330,7 @@ def shallow_net(u: torch.Tensor) -> Model:
     """The net of Eq. (3) with fixed output vector u; W (m, d) or (E, m, d) is trained."""
 
     def loss(ps: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return empirical_loss(y * (torch.relu(torch.matmul(x, ps[0].transpose(-1, -2))) @ u))
+        return empirical_loss(y * matmul(torch.relu(matmul(x, ps[0].transpose(-1, -2))), u))
 
     def backward(ps: Params, x: torch.Tensor, y: torch.Tensor):
         loss_value, grad = _shallow_backward(ps[0], u, x, y)

@@ -140,10 +140,13 @@ def save_result(
     device: str,
     *,
     source_sha256: str,
+    precision: str = "fp64",
+    emulated: bool = False,
 ) -> Path:
     """Write the table and its sidecar atomically (CSV first, sidecar last).
 
-    ``source_sha256`` is the experiment's :func:`source_hash`.
+    ``source_sha256`` is the experiment's :func:`source_hash`; ``precision`` the matmul
+    precision it ran at (``emulated``: TF32/bf16 rounding emulated on the CPU).
     """
     data = rows_to_csv(rows)
     csv_path, json_path = paths(name, scale)
@@ -154,7 +157,8 @@ def save_result(
         "device": device,
         "device_name": _device_name(device),
         "torch": torch.__version__,
-        "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+        "precision": precision,
+        "precision_emulated": emulated,
         "wall_time_s": round(wall_time_s, 3),
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "csv_sha256": hashlib.sha256(data).hexdigest(),
@@ -174,10 +178,12 @@ def load_meta(name: str, scale: str) -> dict[str, Any] | None:
     return json.loads(json_path.read_text())
 
 
-def load_result(name: str, scale: str, spec: dict[str, Any], *, source_sha256: str):
+def load_result(name: str, scale: str, spec: dict[str, Any], *, source_sha256: str,
+                precisions: tuple[str, ...] = ("fp64",)):
     """The stored table as a pandas DataFrame if it is valid for ``spec``, else None (warned).
 
-    A quick-scale table must have been computed by the sources ``source_sha256`` hashes.
+    A quick-scale table must have been computed by the sources ``source_sha256`` hashes,
+    and every table at one of ``precisions``.
     """
     csv_path, json_path = paths(name, scale)
     if not csv_path.exists() or not json_path.exists():
@@ -193,6 +199,9 @@ def load_result(name: str, scale: str, spec: dict[str, Any], *, source_sha256: s
     reason = None
     if meta.get("spec") != json.loads(json.dumps(spec)):
         reason = "its spec differs from the one asked for"
+    elif meta.get("precision") not in precisions:
+        reason = (f"it was computed at precision {meta.get('precision')!r}, "
+                  f"not {' or '.join(precisions)}")
     elif meta.get("csv_sha256") != hashlib.sha256(data).hexdigest():
         reason = "the CSV does not match its recorded SHA-256 (corrupt or edited)"
     elif scale == "quick" and meta.get("source_sha256") != source_sha256:

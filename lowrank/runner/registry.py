@@ -14,8 +14,10 @@ from typing import Any
 
 import torch
 
-from lowrank.config import default_device
+from lowrank.config import default_device, precision_is_default
+from lowrank.config import precision as resolve_precision
 from lowrank.config import scale as resolve_scale
+from lowrank.core import precision as matmul_precision
 from lowrank.runner import cache
 from lowrank.runner.experiment import Experiment
 
@@ -88,18 +90,23 @@ def run_and_save(
     device: torch.device | str | None = None,
     overrides: dict[str, Any] | None = None,
     show_progress: bool = True,
+    precision: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Run an experiment now and store its table atomically; returns the rows."""
+    """Run an experiment now at ``precision`` and store its table atomically; returns the rows."""
     exp = get(name)
     sc = resolve_scale(scale)
     spec = {**exp.spec(sc), **(overrides or {})}
     dev = torch.device(device) if device is not None else default_device()
+    prec = resolve_precision(precision, dev)
     start = time.perf_counter()
-    rows = exp.run(spec, dev, show_progress)
+    with matmul_precision.using(prec, dev):
+        rows = exp.run(spec, dev, show_progress)
+        emulated = matmul_precision.emulated()
     if dev.type == "cuda":
         torch.cuda.synchronize()
     cache.save_result(rows, name, sc, spec, time.perf_counter() - start, str(dev),
-                      source_sha256=cache.source_hash(exp.module))
+                      source_sha256=cache.source_hash(exp.module),
+                      precision=prec, emulated=emulated and prec in ("tf32", "bf16"))
     return rows
 
 
@@ -109,19 +116,27 @@ def load_or_run(
     device: torch.device | str | None = None,
     overrides: dict[str, Any] | None = None,
     show_progress: bool = False,
+    precision: str | None = None,
 ):
     """The experiment's table as a DataFrame: from the cache when valid, else computed.
 
-    At full scale without CUDA a missing table raises :class:`FullScaleTableMissing` at once.
+    A stored table counts only at the precision asked for (``LOWRANK_PRECISION`` by default);
+    a full-scale table also counts at fp32/tf32/bf16 when fp64 (the CPU's default) is asked
+    for, since full scale is a GPU's. At full scale without CUDA a missing table raises
+    :class:`FullScaleTableMissing` at once.
     """
     import pandas as pd
 
     exp = get(name)
     sc = resolve_scale(scale)
     spec = {**exp.spec(sc), **(overrides or {})}
-    cached = cache.load_result(name, sc, spec, source_sha256=cache.source_hash(exp.module))
+    prec = resolve_precision(precision, device)
+    explicit = precision is not None or not precision_is_default()
+    accept = (prec,) if sc == "quick" or explicit else matmul_precision.PRECISIONS
+    cached = cache.load_result(name, sc, spec, source_sha256=cache.source_hash(exp.module),
+                               precisions=accept)
     if cached is not None:
         return cached
     if sc == "full" and not torch.cuda.is_available():
         raise FullScaleTableMissing(name)
-    return pd.DataFrame(run_and_save(name, sc, device, overrides, show_progress))
+    return pd.DataFrame(run_and_save(name, sc, device, overrides, show_progress, prec))

@@ -22,7 +22,7 @@ def test_save_and_load_round_trip(store):
     assert path.exists() and not list(store.glob("*.tmp"))
     meta = cache.load_meta("rt", "quick")
     assert meta["spec"] == {"x": 1} and meta["device"] == "cpu" and meta["rows"] == 2
-    assert {"torch", "date", "wall_time_s", "csv_sha256", "tf32_matmul"} <= set(meta)
+    assert {"torch", "date", "wall_time_s", "csv_sha256", "precision"} <= set(meta)
     frame = cache.load_result("rt", "quick", {"x": 1}, source_sha256="s")
     assert frame.b.tolist() == [0.5, 0.25]
 
@@ -114,3 +114,13 @@ def test_the_cache_key_covers_core_the_module_and_what_it_imports():
     assert cache.source_hash("lowrank.chapters.ch10_merging_experiments") != cache.source_hash(
         "lowrank.chapters.ch11_fashion_mnist"
     )
+
+
+def test_table_counts_only_at_its_precision(store):
+    cache.save_result([{"a": 1}], "pr", "quick", {"x": 1}, 0.1, "cpu", source_sha256="s",
+                      precision="tf32", emulated=True)
+    assert cache.load_meta("pr", "quick")["precision_emulated"] is True
+    with pytest.warns(UserWarning, match="precision 'tf32'"):
+        assert cache.load_result("pr", "quick", {"x": 1}, source_sha256="s") is None
+    assert cache.load_result("pr", "quick", {"x": 1}, source_sha256="s",
+                             precisions=("tf32",)) is not None
