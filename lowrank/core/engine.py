@@ -12,6 +12,7 @@ gradient of their sum is each member's own gradient.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,7 +81,8 @@ class _DivergenceWatch:
     """Remembers, on the device and without a sync, the first non-finite step per member.
 
     Its shape is the loss's, taken at the first :meth:`update`: () for one network, (E,)
-    for an ensemble, whose members it then names.
+    for an ensemble, whose members it then names. Three elementwise ops per step: the first
+    bad step is the running minimum of ``where(finite, ∞, step)``.
     """
 
     def __init__(self):
@@ -88,39 +90,40 @@ class _DivergenceWatch:
 
     def update(self, step: int, loss: torch.Tensor) -> None:
         if self.first is None:
-            self.first = torch.full(loss.shape, -1, dtype=torch.long, device=loss.device)
-            self.value = torch.zeros(loss.shape, dtype=torch.float64, device=loss.device)
+            self.first = torch.full(loss.shape, math.inf, dtype=torch.float64, device=loss.device)
             self.member_dim = loss.ndim > 0
-        new = (~torch.isfinite(loss)) & (self.first < 0)
-        self.first = torch.where(new, torch.full_like(self.first, step), self.first)
-        self.value = torch.where(new, loss.detach().double(), self.value)
+        self.loss = loss
+        self.first = torch.minimum(self.first, torch.where(torch.isfinite(loss), math.inf, step))
 
     def raise_if_diverged(self) -> None:
         if self.first is None:
             return
-        bad = (self.first >= 0).reshape(-1)
-        if bool(bad.any()):
-            firsts = torch.where(bad, self.first.reshape(-1), self.first.max() + 1)
-            member = int(torch.argmin(firsts))
+        firsts = self.first.reshape(-1)
+        member = int(torch.argmin(firsts))
+        if math.isfinite(float(firsts[member])):  # the one host sync, at records only on a GPU
             raise DivergenceError(
                 int(firsts[member]),
                 member if self.member_dim else None,
-                float(self.value.reshape(-1)[member]),
+                float(self.loss.reshape(-1)[member]),
             )
 
 
-def _raise_if_overflowed(step: int, params: Sequence[torch.Tensor], param_dims: int) -> None:
-    """DivergenceError naming the step (and member) whose weights stopped being finite.
+def _finite_weights(params: Sequence[torch.Tensor], param_dims: int) -> torch.Tensor:
+    """0 per member whose parameters are all finite, NaN otherwise (a loss for the watch).
 
     Each parameter is ([E,] *param) with ``param_dims`` trailing parameter dimensions.
     """
-    bad = None
+    ok = None
     for p in params:
-        p_bad = ~torch.isfinite(p).flatten(start_dim=p.ndim - param_dims).all(dim=-1)
-        bad = p_bad if bad is None else bad | p_bad
-    if bad is not None and bool(bad.any()):
-        member = int(bad.reshape(-1).nonzero()[0, 0]) if bad.ndim > 0 else None
-        raise DivergenceError(step, member, float("nan"))
+        p_ok = torch.isfinite(p).flatten(start_dim=p.ndim - param_dims).all(dim=-1)
+        ok = p_ok if ok is None else ok & p_ok
+    return torch.where(ok, 0.0, math.nan)
+
+
+def syncs_are_cheap(device: torch.device) -> bool:
+    """True on the CPU, where reading a value every step costs nothing; on a GPU the step
+    loop never waits for the device and the divergence watch is read at records only."""
+    return device.type == "cpu"
 
 
 def _decays(lam_t: torch.Tensor, params: Sequence[torch.Tensor], eta: float) -> list:
@@ -196,11 +199,11 @@ def fit(
     scale = eta / x.shape[-2] if model.grad_is_sum else eta
     history = History()
     diverged = _DivergenceWatch()
-    on_cpu = ps[0].device.type == "cpu"
+    on_cpu = syncs_are_cheap(ps[0].device)
     step, loss = 0, None
     for step in progress(range(steps + 1), steps + 1, "GD", enabled=show_progress):
         if watch == "weights" and step > 0:
-            _raise_if_overflowed(step, ps, model.param_dims)
+            diverged.update(step, _finite_weights(ps, model.param_dims))
         if step == steps and stop is None:
             with torch.no_grad():
                 loss, grads = model.loss(ps, x, y), None
@@ -209,8 +212,8 @@ def fit(
         due = record_every is not None and (step % record_every == 0 or step == steps)
         if watch == "loss":
             diverged.update(step, loss)
-            if on_cpu or due or step == steps:
-                diverged.raise_if_diverged()
+        if on_cpu or due or step == steps:
+            diverged.raise_if_diverged()
         if due:  # parameters and loss of the same iterate θ_step, before its update
             history.rows.extend(record(step, [p.detach().clone() for p in ps], loss))
         if stop is not None and (stop(step, ps, grads) or step == steps):

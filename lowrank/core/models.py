@@ -47,7 +47,7 @@ class Activation:
 
 ACTIVATION_TABLE = {
     "linear": Activation("linear", 1, lambda v: v, None),
-    "relu": Activation("relu", 1, torch.relu, lambda z: (z > 0).to(z.dtype)),
+    "relu": Activation("relu", 1, torch.relu, lambda z: (z > 0).to(z.dtype)),  # σ' (autograd's)
     "relu2": Activation("relu2", 2, lambda v: torch.relu(v).square(), lambda z: 2 * torch.relu(z)),
 }
 ACTIVATIONS = tuple(ACTIVATION_TABLE)
@@ -184,7 +184,9 @@ def _mlp_backward(
         grads[k] = matmul(g.transpose(-1, -2), hs[k])
         if k > 0:
             g = matmul(g, weights[k])
-            if slope is not None:
+            if act.name == "relu":  # g·1[z > 0] in one op instead of compare, cast, multiply
+                g = torch.where(zs[k - 1] > 0, g, 0.0)
+            elif slope is not None:
                 g = g * slope(zs[k - 1])
     return loss, grads
 

@@ -396,3 +396,38 @@ def test_the_step_is_two_roundings_and_decay_only_without_a_gradient(task):
     for e, lam_e in enumerate([0.1, 0.2]):  # W_Q, W_K get no gradient: they only decay
         for k in (0, 1):
             assert torch.equal(moved[k][e], (1 - eta * lam_e) * p[ATTENTION_PARAMS[k]][e])
+
+
+def _syncs(steps: int, lam, eta: float = 0.5) -> tuple[int, Exception | None]:
+    """Host syncs of a GD run on the GPU's path (watch read at records only), and its error."""
+    from unittest import mock
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from lowrank.core import engine
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 6, generator=gen)
+    y = torch.where(x[:, 0] > 0, 1.0, -1.0)
+    w0 = init_mlp([6, 8, 1], seed=0, members=2, dtype=torch.float32)
+    err = None
+    with mock.patch.object(engine, "syncs_are_cheap", lambda device: False):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            try:
+                engine.gd(w0, x, y, lam, eta, steps, backward=True)
+            except engine.DivergenceError as exc:
+                err = exc
+    names = ("aten::item", "aten::_local_scalar_dense", "aten::is_nonzero")
+    return sum(e.name in names for e in prof.events()), err
+
+
+def test_step_loop_never_syncs_with_the_device_between_records():
+    """As on a GPU: as many host syncs for 40 steps as for 10 (none inside the loop)."""
+    few, _ = _syncs(10, [0.0, 0.01])
+    many, _ = _syncs(40, [0.0, 0.01])
+    assert few == many
+
+
+def test_divergence_on_the_gpu_path_still_names_the_first_step_and_member():
+    _, err = _syncs(60, [0.0, 1e6], eta=1.0)  # member 1's decay factor 1 − ηλ explodes
+    assert err is not None and err.member == 1 and 0 < err.step < 60
