@@ -140,3 +140,22 @@ def load_or_run(
     if sc == "full" and not torch.cuda.is_available():
         raise FullScaleTableMissing(name)
     return pd.DataFrame(run_and_save(name, sc, device, overrides, show_progress, prec))
+
+
+def provenance(scale: str | None = None) -> list[dict[str, Any]]:
+    """Where each experiment's stored table at ``scale`` came from, read from its sidecar:
+    chapter, device, precision, date, wall time and rows (blank where no table is stored)."""
+    sc = resolve_scale(scale)
+    rows = []
+    for name, exp in registry().items():
+        meta = cache.load_meta(name, sc) or {}
+        chapter = exp.module.rsplit(".", 1)[-1].split("_", 1)[0]
+        rows.append({
+            "experiment": name, "chapter": chapter, "scale": sc,
+            "stored": bool(meta), "device": meta.get("device_name", ""),
+            "precision": meta.get("precision", ""),
+            "emulated": meta.get("precision_emulated", ""),
+            "date": meta.get("date", ""), "wall time (s)": meta.get("wall_time_s", ""),
+            "rows": meta.get("rows", ""),
+        })
+    return rows

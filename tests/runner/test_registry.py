@@ -110,3 +110,12 @@ def test_a_missing_full_table_with_cuda_is_computed(store, toy, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert len(registry.load_or_run("toy-test", "full", device="cpu")) == 5
     assert toy.runs == 1
+
+
+def test_provenance_reads_each_tables_sidecar(store, toy):
+    registry.run_and_save("toy-test", scale="quick", device="cpu", precision="tf32")
+    rows = {r["experiment"]: r for r in registry.provenance("quick")}
+    toy_row = rows["toy-test"]
+    assert toy_row["stored"] and toy_row["precision"] == "tf32" and toy_row["emulated"] is True
+    assert toy_row["rows"] == 3 and toy_row["date"]
+    assert rows["fig3"]["chapter"] == "ch10" and rows["fig3"]["stored"] is False
