@@ -111,3 +111,13 @@ def test_gd_under_tf32_differs_from_fp32_by_rounding_only():
             diff = max(float((a - b).norm() / b.norm())
                        for a, b in zip(runs[p, backward], runs["fp32", backward], strict=True))
             assert 0 < diff < tol, (p, backward, diff)
+
+
+def test_unit_roundoff_matches_the_formats():
+    assert precision.unit_roundoff("fp64") == torch.finfo(torch.float64).eps / 2
+    assert precision.unit_roundoff("fp32") == torch.finfo(torch.float32).eps / 2
+    assert precision.unit_roundoff("bf16") == torch.finfo(torch.bfloat16).eps / 2
+    one = torch.tensor([1.0 + 1.5 * precision.unit_roundoff("tf32")])
+    assert precision.round_mantissa(one, 10).item() == 1.0 + 2 * precision.unit_roundoff("tf32")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        precision.unit_roundoff("fp8")
