@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from lowrank.book import lam_label
@@ -186,40 +187,29 @@ def synthetic_draws(spec: dict[str, Any]) -> list[TaskPairDraw]:
     ]
 
 
+def _sizes(
+    d: int, hidden: list[int], n: int, steps: int, record_every: int, seeds: int
+) -> dict[str, Any]:
+    """A Section 5 spec: the given sizes, the paper's η = 1, unit-sphere inputs, ReLU, both
+    settings (the keys in the order the specs have always had)."""
+    return {
+        "d": d, "hidden": hidden, "n": n, "a": 1.0, "eta": 1.0, "steps": steps,
+        "record_every": record_every, "seeds": seeds, "init_scale": 1.0, "activation": "relu",
+        "settings": list(SYNTHETIC_SETTINGS),
+    }  # fmt: skip
+
+
 class MergingExperiment(Experiment):
     """Figure 3 (train loss, λ sweep, stable ranks) or Figure 5 (held-out error)."""
 
     def quick(self) -> dict[str, Any]:
         """Small nets on 100 inputs: a 2-core CPU in seconds."""
-        return {
-            "d": 20,
-            "hidden": [64, 16],
-            "n": 100,
-            "a": 1.0,
-            "eta": 1.0,
-            "steps": 1200,
-            "record_every": 40,
-            "seeds": 3,
-            "init_scale": 1.0,
-            "activation": "relu",
-            "settings": list(SYNTHETIC_SETTINGS),
-        }
+        return _sizes(d=20, hidden=[64, 16], n=100, steps=1200, record_every=40, seeds=3)
 
     def full(self) -> dict[str, Any]:
         """The paper's sizes: 100-1000-100-1 nets, 1000 inputs, 10^5 GD steps."""
-        return {
-            "d": 100,
-            "hidden": [1000, 100],
-            "n": 1000,
-            "a": 1.0,
-            "eta": 1.0,
-            "steps": 100_000,
-            "record_every": 1000,
-            "seeds": 10,
-            "init_scale": 1.0,
-            "activation": "relu",
-            "settings": list(SYNTHETIC_SETTINGS),
-        }
+        return _sizes(d=100, hidden=[1000, 100], n=1000, steps=100_000, record_every=1000,
+                      seeds=10)
 
     def run(
         self, spec: dict[str, Any], device: torch.device, show_progress: bool = False
@@ -304,49 +294,91 @@ def first_layer_leak(
     return float((x_other @ wt.T - pred).norm(dim=-1).max())
 
 
+def _legend_entries(ax) -> tuple[list, list[str]]:
+    """A seaborn legend's handles and labels without the hue and style titles ('task 1' for a
+    task number); the legend itself is removed and log-axis ticks read as plain numbers."""
+    import math
+
+    import matplotlib.ticker as mticker
+
+    handles, labels = ax.get_legend_handles_labels()
+    if ax.get_legend() is not None:
+        ax.get_legend().remove()
+    kept = [(h, f"task {lab}" if lab.isdigit() else lab)
+            for h, lab in zip(handles, labels, strict=True)
+            if lab not in {"model", "task", "λ", "matrix"}]
+    if ax.get_yscale() == "log":
+        lo, hi = ax.get_ylim()
+        plain = mticker.FuncFormatter(lambda v, _: f"{v:g}")
+        if math.log10(hi / lo) < 2:  # under two decades: label 2 and 5 as well
+            ax.yaxis.set_minor_locator(mticker.LogLocator(subs=(2.0, 5.0)))
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(plain)
+        else:
+            ax.yaxis.set_minor_formatter(mticker.NullFormatter())
+    return [h for h, _ in kept], [lab for _, lab in kept]
+
+
+def _legend_below(ax, ncol: int = 4) -> None:
+    """Move a seaborn legend under its axes, so that it covers no curve."""
+    handles, labels = _legend_entries(ax)
+    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol,
+              fontsize=9, frameon=False, handlelength=1.8, columnspacing=1.0)
+
+
 def merging_figure3(df, lam_main: float):
-    """Figure 3: merged vs individual loss (different/same task), λ sweep, stable ranks."""
+    """Figure 3 in the paper's layout: first row merged vs individual loss on different (left)
+    and the same task (right); second row the λ sweep (left) and stable ranks (right)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), layout="constrained")
+    fig = plt.figure(figsize=(7.2, 7.0), layout="constrained")
+    rows = fig.subfigures(2, 1, height_ratios=[1.0, 1.05])
+    axes = np.array([row.subplots(1, 2) for row in rows])
     loss = df[df.metric == "loss"]
     main = loss[loss.lam == lam_main]
     for ax, setting, title in zip(
-        axes[0], ("different", "same"), ("different tasks (orthogonal inputs)", "same task"),
-        strict=True,
+        axes[0], ("different", "same"), ("different tasks", "same task"), strict=True
     ):
         sns.lineplot(data=main[main.setting == setting], x="step", y="value", hue="model",
-                     style="task", errorbar="sd", ax=ax)
+                     style="task", errorbar="sd", seed=0, ax=ax)
         ax.set(title=f"{title}, {lam_label(lam_main)}", xlabel="GD step",
                ylabel="training logistic loss", yscale="log")
     sweep = loss[loss.setting == "different"].copy()
     sweep["λ"] = sweep.lam.map(lam_label)
-    sns.lineplot(data=sweep, x="step", y="value", hue="λ", style="model", errorbar="sd",
+    sns.lineplot(data=sweep, x="step", y="value", hue="λ", style="model", errorbar="sd", seed=0,
                  ax=axes[1, 0])
     axes[1, 0].set(title="different tasks: λ sweep", xlabel="GD step",
                    ylabel="training logistic loss", yscale="log")
     sr = df[(df.metric == "stable_rank") & (df.setting == "different") & (df.lam == lam_main)]
     sr = sr.assign(matrix="W" + sr.layer.astype(int).astype(str))
-    sns.lineplot(data=sr, x="step", y="value", hue="matrix", style="model", errorbar="sd",
+    sns.lineplot(data=sr, x="step", y="value", hue="matrix", style="model", errorbar="sd", seed=0,
                  ax=axes[1, 1])
-    axes[1, 1].set(title=rf"stable rank $\|W\|_F/\|W\|_2$, different tasks, {lam_label(lam_main)}",
-                   xlabel="GD step", ylabel="stable rank")
+    axes[1, 1].set(title=f"stable rank, different tasks, {lam_label(lam_main)}",
+                   xlabel="GD step", ylabel=r"$\|W\|_F\,/\,\|W\|_2$")
+    for ax in axes[0]:
+        handles, labels = _legend_entries(ax)  # the same in both panels: one legend below
+    rows[0].legend(handles, labels, loc="outside lower center", ncol=4, fontsize=9,
+                   frameon=False)
+    _legend_below(axes[1, 0], 3)
+    _legend_below(axes[1, 1], 4)
     return fig
 
 
 def merging_figure5(df):
-    """Figure 5 (Appendix D.2): held-out misclassification error, individual vs merged."""
+    """Figure 5 (Appendix D.2) in the paper's layout: held-out misclassification error of
+    individual and merged nets, orthogonal tasks (left) and the same source (right)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained", sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(7.2, 3.6), layout="constrained", sharey=True)
     err = df[df.metric == "test_error"]
     for ax, setting, title in zip(
-        axes, ("different", "same"), ("different tasks (orthogonal inputs)", "same task"),
-        strict=True,
+        axes, ("different", "same"), ("different tasks", "same task"), strict=True
     ):
         sns.lineplot(data=err[err.setting == setting], x="step", y="value", hue="model",
-                     style="task", errorbar="sd", ax=ax)
+                     style="task", errorbar="sd", seed=0, ax=ax)
         ax.set(title=title, xlabel="GD step", ylabel="held-out misclassification error")
+        handles, labels = _legend_entries(ax)  # the same in both panels: one legend below
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=9, frameon=False)
     return fig

@@ -110,3 +110,50 @@ def test_registered_with_the_papers_full_settings():
     assert reg["fig5"].spec("full")["lams"] == [1e-4]
     with pytest.raises(ValueError, match="scale"):
         reg["fig3"].spec("medium")
+
+
+def test_quick_and_full_specs_share_the_papers_fixed_settings():
+    for exp in (ch10.FIG3, ch10.FIG5):
+        quick, full = exp.quick(), exp.full()
+        for spec in (quick, full):
+            assert (spec["a"], spec["eta"], spec["init_scale"], spec["activation"]) == (
+                1.0, 1.0, 1.0, "relu")
+            assert spec["settings"] == ["different", "same"]
+        assert (quick["d"], quick["hidden"], quick["n"], quick["steps"], quick["seeds"]) == (
+            20, [64, 16], 100, 1200, 3)
+        assert (full["n"], full["record_every"], full["seeds"]) == (1000, 1000, 10)
+        assert quick["settings"] is not full["settings"]  # no list shared between specs
+
+
+def _figure_rows():
+    spec = {**TINY, "steps": 4, "lams": [0.0, 0.1], "lam_main": 0.1}
+    return pd.DataFrame(ch10.FIG3.run(spec, "cpu", False))
+
+
+def test_figures_in_the_papers_layout_fit_the_column_with_legends_below():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = _figure_rows()
+    fig3 = ch10.merging_figure3(rows, 0.1)
+    fig5 = ch10.merging_figure5(rows)
+    for fig in (fig3, fig5):
+        assert fig.get_figwidth() <= 7.5  # inches at 100 dpi: the text column
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        legends = [(ax, ax.get_legend()) for ax in fig.axes if ax.get_legend()]
+        for ax, leg in legends:  # under its own axes
+            assert leg.get_window_extent(renderer).y1 <= ax.get_window_extent(renderer).y0 + 1
+        texts = {t.get_text() for _, leg in legends for t in leg.get_texts()}
+        for sub in [fig] + list(getattr(fig, "subfigs", [])):
+            texts |= {t.get_text() for leg in sub.legends for t in leg.get_texts()}
+        assert {"individual", "merged", "task 1", "task 2"} <= texts
+        assert not texts & {"model", "task", "λ", "matrix"}  # no seaborn titles as entries
+    # the paper's order: first row different | same task, second row λ sweep | stable rank
+    titles = [ax.get_title() for ax in fig3.axes]
+    assert titles[0].startswith("different") and titles[1].startswith("same")
+    assert "λ sweep" in titles[2] and "stable rank" in titles[3]
+    assert [ax.get_title() for ax in fig5.axes] == ["different tasks", "same task"]
+    plt.close("all")
