@@ -11,20 +11,22 @@ call of :func:`lowrank.core.engine.gd`; the recorder evaluates the individual ne
 two merges on the training and held-out sets at every record.
 """
 
-
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from lowrank import config
 from lowrank.core.checks import check_positive
 from lowrank.core.engine import gd
 from lowrank.core.losses import empirical_loss
 from lowrank.core.metrics import error_rate, stable_rank
 from lowrank.core.models import forward, init_mlp
-from lowrank.data.fashion_mnist import binary_labels, load_features
+from lowrank.data.fashion_mnist import FASHION_FILES, binary_labels, load_features
 from lowrank.runner.experiment import Experiment
 
 ROLES = ("task1", "task2", "same")
@@ -36,6 +38,20 @@ def pad_task(features: torch.Tensor, side: str) -> torch.Tensor:
         raise ValueError(f"side must be 'left' or 'right', got {side!r}")
     zeros = torch.zeros_like(features)
     return torch.cat([features, zeros] if side == "left" else [zeros, features], dim=1)
+
+
+def data_files(folder: Path | str | None = None, split: str = "t10k") -> list[tuple[str, int]]:
+    """The IDX files Appendix D.2's tasks are read from (``folder`` defaults to the data folder):
+    (official name, bytes), images first, raw before gzip as the loader looks; names, no path."""
+    folder = Path(config.data_dir() if folder is None else folder)
+    out = []
+    for kind in ("images", "labels"):
+        stem = FASHION_FILES[kind].format(split=split)
+        found = [folder / n for n in (stem, stem + ".gz") if (folder / n).is_file()]
+        if not found:
+            raise FileNotFoundError(f"Fashion-MNIST file {stem}[.gz] is not in the data folder")
+        out.append((found[0].name, found[0].stat().st_size))
+    return out
 
 
 @dataclass
@@ -123,34 +139,23 @@ class Fig6(Experiment):
     def quick(self) -> dict[str, Any]:
         """2×2-pooled images, 32 training images per task, small nets, float32."""
         return {
-            "pool": 2,
-            "n_train": 32,
-            "n_test": 500,
-            "widths": [64, 32],
-            "eta": 0.1,
-            "lams": [0.0, 1e-3, 1e-2],
-            "init_scales": [1.0],
-            "steps": 6000,
-            "record_every": 300,
-            "seeds": 4,
-            "dtype": "float32",
-        }
+            "pool": 2, "n_train": 32, "n_test": 500, "widths": [64, 32], "eta": 0.1,
+            "lams": [0.0, 1e-3, 1e-2], "init_scales": [1.0], "steps": 6000, "record_every": 300,
+            "seeds": 4, "dtype": "float32",
+        }  # fmt: skip
 
     def full(self) -> dict[str, Any]:
         """The paper's sizes: full images, 1000 training images, 1000-100 hidden widths."""
         return {
-            "pool": 1,
-            "n_train": 1000,
-            "n_test": 1000,
-            "widths": [1000, 100],
-            "eta": 0.1,
-            "lams": [0.0, 1e-4, 1e-3, 1e-2],
-            "init_scales": [1.0],
-            "steps": 100_000,
-            "record_every": 2000,
-            "seeds": 10,
-            "dtype": "float32",
-        }
+            **Fig6.quick(self), "pool": 1, "n_train": 1000, "n_test": 1000, "widths": [1000, 100],
+            "lams": [0.0, 1e-4, 1e-3, 1e-2], "steps": 100_000, "record_every": 2000, "seeds": 10,
+        }  # fmt: skip
+
+    def smoke(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """The generic cut with one λ, the largest: three members, as each record's SVDs of
+        1000×1568 float64 matrices take seconds on a CPU."""
+        out = super().smoke(spec)
+        return {**out, "lams": out["lams"][-1:]}
 
     def run(
         self, spec: dict[str, Any], device: torch.device, show_progress: bool = False
@@ -198,20 +203,11 @@ class Fig6(Experiment):
 
         def rows_for(step, idx, net, data, split, metric, values, layer=0):
             return [
-                {
-                    "step": step,
-                    "seed": members[e][0],
-                    "init_scale": members[e][1],
-                    "lam": members[e][2],
-                    "net": net,
-                    "data": data,
-                    "split": split,
-                    "metric": metric,
-                    "layer": layer,
-                    "value": float(v),
-                }
+                {"step": step, "seed": members[e][0], "init_scale": members[e][1],
+                 "lam": members[e][2], "net": net, "data": data, "split": split,
+                 "metric": metric, "layer": layer, "value": float(v)}
                 for e, v in zip(idx.tolist(), values.reshape(-1).tolist(), strict=True)
-            ]
+            ]  # fmt: skip
 
         def record(step: int, weights: list[torch.Tensor], loss: torch.Tensor) -> list[dict]:
             rows: list[dict] = []
@@ -343,8 +339,23 @@ def init_scale_runs(
     return pd.concat(frames, ignore_index=True)
 
 
+def stable_rank_table(last):
+    """Stable ranks ‖W‖_F/‖W‖_2 of W_1, W_2 per λ (rows): the mean over the individual nets
+    (task1, task2, same) and over each merge; ``last`` holds one step's ``stable_rank`` rows."""
+    kinds = {"task1": "individual", "task2": "individual", "same": "individual",
+             "merged": "merged", "merged_same": "merged same"}
+    sel = last[(last.metric == "stable_rank") & (last.layer < last.layer.max())]
+    if sel.empty or sel.step.nunique() != 1:
+        raise ValueError("last must hold the stable_rank rows of exactly one step")
+    sel = sel.assign(matrix="W_" + sel.layer.astype(int).astype(str), kind=sel.net.map(kinds))
+    out = sel.pivot_table(index="lam", columns=["matrix", "kind"], values="value", aggfunc="mean")
+    return out.rename_axis(index="λ", columns=[None, None])
+
+
 def fashion_merging(df, lam: float):
-    """Figure 6 (Appendix D.2): losses of individual and merged nets, λ sweep, stable ranks."""
+    """Figure 6 (Appendix D.2) in the paper's layout: first row, the individual nets and their
+    merge on different tasks (left) and on the same task (right); second row, the λ sweep
+    (left) and the stable ranks of W_1, W_2 (right). Legends sit under their panels."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -352,30 +363,37 @@ def fashion_merging(df, lam: float):
     train = base[(base.split == "train") & (base.metric == "loss")]
     at = train[train.lam == lam].copy()
     at["curve"] = at.net + " on " + at.data
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    fig = plt.figure(figsize=(7.5, 8.4), layout="constrained")
+    axes = np.array([row.subplots(1, 2) for row in fig.subfigures(2, 1)])
+    below = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.2), "title": None,
+             "frameon": False, "fontsize": 9}
     panels = (
-        (axes[0, 0], ["task1", "task2", "merged"], "different tasks: task1 + task2"),
-        (axes[0, 1], ["task1", "same", "merged_same"], "same task: task1 + same"),
+        (axes[0, 0], ["task1", "task2", "merged"], "different tasks"),
+        (axes[0, 1], ["task1", "same", "merged_same"], "same task"),
     )
     for ax, nets, title in panels:
         sel = at[at.net.isin(nets)]
-        sns.lineplot(data=sel, x="step", y="value", hue="curve", errorbar=("pi", 100), ax=ax)
-        ax.set(yscale="log", ylabel="training loss", title=f"{title} (λ = {lam:g})")
-        ax.legend(fontsize="small")
+        sns.lineplot(data=sel, x="step", y="value", hue="curve", errorbar=("pi", 100), seed=0,
+                     ax=ax)
+        ax.set(yscale="log", xlabel="GD step", ylabel="training loss",
+               title=f"{title}, λ = {lam:g}")
+        sns.move_legend(ax, ncol=2, **below)
     last = train[train.step == train.step.max()].copy()
     last["net kind"] = last.net.map(
         {"task1": "individual", "task2": "individual", "same": "individual",
          "merged": "merged, different tasks", "merged_same": "merged, same task"}
     )
     sns.pointplot(data=last, x="lam", y="value", hue="net kind", errorbar=("pi", 100), dodge=0.3,
-                  ax=axes[1, 0])
+                  seed=0, ax=axes[1, 0])
     axes[1, 0].set(yscale="log", xlabel="λ", ylabel="final training loss",
                    title="λ sweep (last step)")
+    sns.move_legend(axes[1, 0], ncol=1, **below)
     sr = df[(df.metric == "stable_rank") & (df.lam == lam) & (df.layer < df.layer.max())
             & df.net.isin(["task1", "task2", "merged"]) & (df.init_scale == df.init_scale.min())]
     sr = sr.assign(curve=sr.net + ", W_" + sr.layer.astype(str))
-    sns.lineplot(data=sr, x="step", y="value", hue="curve", errorbar=("pi", 100), ax=axes[1, 1])
-    axes[1, 1].set(ylabel="stable rank ‖W‖_F/‖W‖_2", title=f"stable ranks (λ = {lam:g})")
-    axes[1, 1].legend(fontsize="small")
-    fig.tight_layout()
+    sns.lineplot(data=sr, x="step", y="value", hue="curve", errorbar=("pi", 100), seed=0,
+                 ax=axes[1, 1])
+    axes[1, 1].set(xlabel="GD step", ylabel="stable rank ‖W‖_F/‖W‖_2",
+                   title=f"stable ranks, λ = {lam:g}")
+    sns.move_legend(axes[1, 1], ncol=2, **below)
     return fig

@@ -76,6 +76,24 @@ def mlp_inits(dims, seeds_tasks, init_scale, dtype, device) -> list[torch.Tensor
     return [torch.stack([net[k] for net in nets]).to(device, dtype) for k in range(len(dims) - 1)]
 
 
+def train_mlps(
+    dims, seeds_tasks, x: torch.Tensor, y: torch.Tensor, spec: dict[str, Any],
+    show_progress: bool = False,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """GD with weight decay (Section 2) on one seeded MLP per (seed, task), each on its own
+    data (E, n, d); ``spec`` gives init_scale, lam, eta and steps. Returns (initial, trained)."""
+    ws0 = mlp_inits(dims, seeds_tasks, spec["init_scale"], x.dtype, x.device)
+    ws, _ = gd(ws0, x, y, spec["lam"], spec["eta"], spec["steps"], show_progress=show_progress,
+               backward=True)
+    return ws0, ws
+
+
+def stack_pairs(pairs, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both tasks of every task pair as one ensemble: member 2p is task 1 of pair p, 2p+1 its
+    task 2 (inputs (E, n, d), labels (E, n))."""
+    return stack_tasks([t for p in pairs for t in (p.first, p.second)], dtype=dtype, device=device)
+
+
 # --- 1. overlap ε from 0 to 1 --------------------------------------------------------------
 
 
@@ -86,7 +104,7 @@ def run_overlap(spec: dict[str, Any], device, show_progress: bool = False) -> li
     seeds = range(spec["seeds"])
     combos = [(g, e, s) for g in spec["geometries"] for e in spec["eps"] for s in seeds]
     pairs = [task_pair(g, spec["n"], spec["d"], e, spec["a"], s) for g, e, s in combos]
-    x, y = stack_tasks([t for p in pairs for t in (p.first, p.second)], dtype=dtype, device=device)
+    x, y = stack_pairs(pairs, dtype, device)
     E, d = x.shape[0], x.shape[2]
     # swap[e] is the partner of member e: member 2p is task 1 of pair p, 2p+1 its task 2
     swap = torch.arange(E, device=device).view(-1, 2).flip(1).reshape(-1)
@@ -112,10 +130,8 @@ def run_overlap(spec: dict[str, Any], device, show_progress: bool = False) -> li
     }  # fmt: skip
     # the deep MLP, every (geometry, ε, seed, task) one member of a single ensemble
     dims = [d, *spec["hidden"], 1]
-    ws0 = mlp_inits(dims, [(s, i % 2) for (_, _, s) in combos for i in range(2)],
-                    spec["init_scale"], dtype, device)
-    ws, _ = gd(ws0, x, y, spec["lam"], spec["eta"], spec["steps"], show_progress=show_progress,
-               backward=True)
+    _, ws = train_mlps(dims, [(s, i % 2) for (_, _, s) in combos for i in range(2)], x, y, spec,
+                       show_progress)
     ind = y * forward(ws, x)
     mer = y * forward([w + w[swap] for w in ws], x)
     mlp = {
@@ -152,6 +168,14 @@ def summarise_overlap(df):
     out["retained"] = retained_fraction(ind, mer).numpy()
     out["works"] = merge_works(ind, mer).numpy()
     return out
+
+
+def works_table(summary, index: str, columns, fmt: str = "{:.2f}"):
+    """R of every merge as a page prints it: 'R ✓' where the merge works by the chapter's
+    criterion (``works``), 'R ✗' where it does not; ``index`` and ``columns`` as in pivot."""
+    marks = [f"{fmt.format(r)} {'✓' if w else '✗'}"
+             for r, w in zip(summary.retained, summary.works.astype(bool), strict=True)]
+    return summary.assign(R=marks).pivot(index=index, columns=columns, values="R")
 
 
 def breaking_eps(summary, model: str, geometry: str) -> float:
@@ -210,10 +234,8 @@ def run_ktasks(spec: dict[str, Any], device, show_progress: bool = False) -> lis
     rows: list[dict] = []
     for width in spec["widths"]:
         dims = [x.shape[2], width, max(1, width // 4), 1]
-        ws0 = mlp_inits(dims, [(s, j) for s in range(S) for j in range(K)],
-                        spec["init_scale"], dtype, device)
-        ws, _ = gd(ws0, x, y, spec["lam"], spec["eta"], spec["steps"],
-                   show_progress=show_progress, backward=True)
+        _, ws = train_mlps(dims, [(s, j) for s in range(S) for j in range(K)], x, y, spec,
+                           show_progress)
         ind = empirical_loss(y * forward(ws, x)).view(S, K)
         ind_err = error_rate(y * forward(ws, x)).view(S, K)
         srank = [stable_rank_squared(w).view(S, K).mean(1) for w in ws[:-1]]
@@ -271,14 +293,25 @@ class KTasksExperiment(Experiment):
 KTASKS = KTasksExperiment()
 
 
+def legend_right(fig, ax, title: str | None = None) -> None:
+    """One legend for every panel, taken from ``ax`` and put right of ``fig``'s axes, so that
+    it covers no curve (the panels must share ``ax``'s colours)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if ax.get_legend() is not None:
+        ax.get_legend().remove()
+    fig.legend(handles, labels, loc="outside right upper", title=title, frameon=False,
+               fontsize=9, title_fontsize=9)
+
+
 def beyond_overlap_figure(summary, shallow_rows, keep: float = 0.8):
     """Chapter 12: retained fraction R against ε, and the shallow net's ‖W'_t x‖ vs Lemma 4."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 4.2), constrained_layout=True)
+    # one row per (model, geometry, ε): nothing to aggregate, so no error band
     sns.lineplot(data=summary, x="eps", y="retained", hue="model", style="geometry",
-                 markers=True, ax=axes[0])
+                 markers=True, errorbar=None, ax=axes[0])
     axes[0].axhline(keep, color="grey", ls=":", lw=1)
     axes[0].set_ylim(-0.5, 1.1)
     axes[0].set_xlabel("cross-task overlap ε")
@@ -287,12 +320,17 @@ def beyond_overlap_figure(summary, shallow_rows, keep: float = 0.8):
         ["leak_max", "init_term_max", "eps_term"]
     ].mean()
     rows["bound"] = rows.init_term_max + rows.eps_term
-    sns.lineplot(data=rows, x="eps", y="leak_max", hue="geometry", marker="o", ax=axes[1])
-    sns.lineplot(data=rows, x="eps", y="bound", color="black", ls="--", ax=axes[1],
-                 label="Lemma 4 bound")
+    sns.lineplot(data=rows, x="eps", y="leak_max", hue="geometry", marker="o", errorbar=None,
+                 ax=axes[1])
+    sns.lineplot(data=rows, x="eps", y="bound", color="black", ls="--", errorbar=None,
+                 ax=axes[1], label="Lemma 4 bound")
     axes[1].set_yscale("log")
     axes[1].set_xlabel("cross-task overlap ε")
     axes[1].set_ylabel(r"shallow net: $\max_i \|W'_t x_i\|$")
+    below = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.2), "frameon": False,
+             "fontsize": 9}
+    sns.move_legend(axes[0], ncol=2, **below)
+    sns.move_legend(axes[1], ncol=2, title=None, **below)
     return fig
 
 
@@ -301,14 +339,16 @@ def beyond_ktasks_figure(df):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    fig, ax = plt.subplots(figsize=(6.5, 3.8), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(7.0, 3.8), constrained_layout=True)
     long = df.melt(id_vars=["width", "k"], value_vars=["loss_individual", "loss_merged"],
                    var_name="model", value_name="loss")
     long["model"] = long.model.str.replace("loss_", "")
+    # the band: a 95 % bootstrap interval over seeds and tasks, seeded so every build draws alike
     sns.lineplot(data=long, x="k", y="loss", hue="width", style="model", markers=True,
-                 palette="colorblind", ax=ax)
+                 palette="colorblind", seed=0, ax=ax)
     ax.axhline(0.6931, color="grey", ls=":", lw=1)
     ax.set_yscale("log")
     ax.set_xlabel("number of merged nets k")
     ax.set_ylabel("training loss per task")
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=9)
     return fig

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from lowrank.book import lam_label
+from lowrank.chapters.ch12_beyond import legend_right
 from lowrank.core.attention import attention_forward, attention_head, init_attention
 from lowrank.core.checks import check_positive
 from lowrank.core.engine import fit
@@ -184,6 +185,26 @@ def run_attention(spec: dict[str, Any], device, show_progress: bool = False) -> 
     return rows
 
 
+def lemma2_table(df):
+    """Lemma 2 per parameter as a page prints it: λ‖W‖²/B² and the alignment residual of
+    every (head, parameter) row, one column per λ."""
+    wide = df.pivot_table(index=["kind", "param"], columns="lam",
+                          values=["ratio", "alignment_residual"], sort=False)
+    wide = wide[["ratio", "alignment_residual"]].rename(
+        columns={"ratio": "λ‖W‖²/B²", "alignment_residual": "alignment residual"}, level=0)
+    return wide.rename(columns=lam_label, level=1).rename_axis(index=[None, None],
+                                                           columns=[None, None])
+
+
+def head_table(df):
+    """Per head (rows) and λ: the training error and the largest change of the attention
+    weights from their initialisation (the same for every parameter row of a head)."""
+    per_head = df.groupby(["kind", "lam"], sort=False)[["err", "attention_change"]].first()
+    wide = per_head.unstack("lam").rename(
+        columns={"err": "training error", "attention_change": "attention change"}, level=0)
+    return wide.rename(columns=lam_label, level=1).rename_axis(index=None, columns=[None, None])
+
+
 class AttentionExperiment(Experiment):
     """``beyond-attention``: Lemma 2 on a homogeneous (argmax) attention head, and softmax."""
 
@@ -214,16 +235,22 @@ ATTENTION = AttentionExperiment()
 
 
 def beyond_attention_figure(df):
-    """Chapter 12: λ‖W‖²/B² per parameter of the argmax and softmax heads (Lemma 2)."""
+    """Chapter 12: λ‖W‖²/B² per parameter of the argmax and softmax heads (Lemma 2); one λ
+    legend right of both panels."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), constrained_layout=True, sharey=True)
+    order = [lam_label(lam) for lam in sorted(df.lam.unique())]
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.4), constrained_layout=True, sharey=True)
     for ax, kind in zip(axes, ("argmax", "softmax"), strict=True):
         sub = df[df.kind == kind].copy()
         sub["λ"] = sub.lam.map(lam_label)
-        sns.barplot(data=sub, x="param", y="ratio", hue="λ", ax=ax)
+        # one row per (head, λ, parameter): nothing to aggregate, so no error bar
+        sns.barplot(data=sub, x="param", y="ratio", hue="λ", hue_order=order, errorbar=None,
+                    ax=ax)
         ax.set_title(f"{kind} head")
         ax.set_xlabel("parameter")
         ax.set_ylabel(r"$\lambda\|W\|_F^2 / B^2$")
+    axes[1].get_legend().remove()
+    legend_right(fig, axes[0], "λ")
     return fig

@@ -13,14 +13,19 @@ import torch
 
 from lowrank.book import lam_label
 from lowrank.chapters.ch10_merging_experiments import run_merging
-from lowrank.chapters.ch12_beyond import merge_works, mlp_inits, retained_fraction
+from lowrank.chapters.ch12_beyond import (
+    legend_right,
+    merge_works,
+    retained_fraction,
+    stack_pairs,
+    train_mlps,
+)
 from lowrank.config import default_dtype
-from lowrank.core.engine import gd
 from lowrank.core.losses import empirical_loss
 from lowrank.core.merge import merge_average, merge_sum, merge_task_arithmetic, merge_ties
 from lowrank.core.metrics import error_rate
 from lowrank.core.models import forward
-from lowrank.data.synthetic import TaskPairDraw, rotated_task_pair, stack_tasks
+from lowrank.data.synthetic import TaskPairDraw, rotated_task_pair
 from lowrank.runner.experiment import Experiment
 
 # --- 3. merge rules on the same trained pairs ----------------------------------------------
@@ -34,13 +39,11 @@ def run_rules(spec: dict[str, Any], device, show_progress: bool = False) -> list
     dtype = default_dtype(device)
     combos = [(name, e, s) for name, e in spec["settings"].items() for s in range(spec["seeds"])]
     pairs = [rotated_task_pair(spec["n"], spec["d"], e, spec["a"], s) for _, e, s in combos]
-    x, y = stack_tasks([t for p in pairs for t in (p.first, p.second)], dtype=dtype, device=device)
+    x, y = stack_pairs(pairs, dtype, device)
     dims = [x.shape[2], *spec["hidden"], 1]
     # both nets of a pair start from the pair's seed's init θ_0: task vectors need one base
-    ws0 = mlp_inits(dims, [(s, 0) for (_, _, s) in combos for _ in range(2)],
-                    spec["init_scale"], dtype, device)
-    ws, _ = gd(ws0, x, y, spec["lam"], spec["eta"], spec["steps"], show_progress=show_progress,
-               backward=True)
+    ws0, ws = train_mlps(dims, [(s, 0) for (_, _, s) in combos for _ in range(2)], x, y, spec,
+                         show_progress)
     first = [w[0::2] for w in ws]
     second = [w[1::2] for w in ws]
     base = [w[0::2] for w in ws0]
@@ -189,21 +192,27 @@ LAMBDA = LambdaExperiment()
 
 
 def beyond_lambda_figure(table, keep: float = 0.8):
-    """Chapter 12: retained fraction R along training per λ, and against (1−ηλ)^t."""
+    """Chapter 12: retained fraction R along training per λ, and against (1−ηλ)^t; one λ
+    legend right of both panels, which share its colours."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     tab = table[table.step > 0].copy()
     tab["λ"] = tab.lam.map(lam_label)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
-    sns.lineplot(data=tab, x="step", y="retained", hue="λ", marker="o", ax=axes[0])
+    order = [lam_label(lam) for lam in sorted(tab.lam.unique())]
+    colours = dict(zip(order, sns.color_palette(n_colors=len(order)), strict=True))
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.6), constrained_layout=True)
+    # one row per (λ, t): nothing to aggregate, so no error band
+    sns.lineplot(data=tab, x="step", y="retained", hue="λ", hue_order=order, palette=colours,
+                 marker="o", errorbar=None, ax=axes[0])
     axes[0].axhline(keep, color="grey", ls=":", lw=1)
     axes[0].set_xlabel("GD step t")
     axes[0].set_ylabel("retained fraction R")
-    sns.scatterplot(data=tab[tab.lam > 0], x="init_factor", y="retained", hue="λ", ax=axes[1],
-                    legend=False)
+    sns.scatterplot(data=tab[tab.lam > 0], x="init_factor", y="retained", hue="λ",
+                    palette=colours, ax=axes[1], legend=False)
     axes[1].axhline(keep, color="grey", ls=":", lw=1)
     axes[1].set_xscale("log")
     axes[1].set_xlabel(r"initialisation factor $(1-\eta\lambda)^t$")
     axes[1].set_ylabel("retained fraction R")
+    legend_right(fig, axes[0], "λ")
     return fig

@@ -145,3 +145,34 @@ def test_init_scale_runs_are_fig6_init_variants(fake_data):
     assert not short.equals(long_)  # the overrides reach the run
     with pytest.raises(ValueError, match="variant"):
         ch11.init_scale_runs({}, base=base)
+
+
+def test_data_files_names_and_sizes_without_the_folder(tmp_path):
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(b"x" * 7)
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"y" * 3)  # raw file, as the loader reads
+    files = ch11.data_files(tmp_path)
+    assert files == [("t10k-images-idx3-ubyte.gz", 7), ("t10k-labels-idx1-ubyte", 3)]
+    assert not any(str(tmp_path) in name for name, _ in files)
+    (tmp_path / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(FileNotFoundError, match="labels") as err:
+        ch11.data_files(tmp_path)
+    assert str(tmp_path) not in str(err.value)  # the message names no machine path either
+
+
+def test_stable_rank_table_averages_individual_nets_and_drops_the_output_layer(fake_data):
+    import pandas as pd
+
+    df = pd.DataFrame(ch11.FIG6.run(TINY, torch.device("cpu"), show_progress=False))
+    last = df[(df.step == df.step.max()) & (df.metric == "stable_rank")]
+    tab = ch11.stable_rank_table(last)
+    assert list(tab.index) == TINY["lams"]
+    assert list(tab.columns) == [(m, k) for m in ("W_1", "W_2")
+                                 for k in ("individual", "merged", "merged same")]
+    for lam in TINY["lams"]:
+        at = last[(last.lam == lam) & (last.layer == 1)]
+        ind = at[at.net.isin(["task1", "task2", "same"])]
+        assert tab.loc[lam, ("W_1", "individual")] == pytest.approx(ind.value.mean(), rel=1e-12)
+        merged = last[(last.lam == lam) & (last.layer == 2) & (last.net == "merged_same")]
+        assert tab.loc[lam, ("W_2", "merged same")] == pytest.approx(merged.value.mean())
+    with pytest.raises(ValueError, match="one step"):
+        ch11.stable_rank_table(df[df.metric == "stable_rank"])  # every step: refused

@@ -17,6 +17,17 @@ from lowrank.runner import registry
 CPU = torch.device("cpu")
 
 
+def _two_members(n: int, d: int, m: int, seed: int):
+    """An orthogonal task pair, a unit u of size m and two seeded W_0 (2, m, d), both members
+    on task 1 of the pair."""
+    pair = synthetic.rotated_task_pair(n, d, 0.0, seed=seed)
+    u = models.unit_output_vector(m, seed=0)
+    w0 = torch.randn(2, m, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = torch.stack([pair.first.x, pair.first.x])
+    y = torch.stack([pair.first.y, pair.first.y])
+    return pair, u, w0, x, y
+
+
 def test_retained_fraction_known_values_and_criterion():
     ln2 = math.log(2)
     assert float(ch12.retained_fraction(0.1, 0.1)) == pytest.approx(1.0)
@@ -32,11 +43,7 @@ def test_retained_fraction_known_values_and_criterion():
 def test_shallow_ensemble_gd_matches_shallow_module_and_lemma4_exact_at_eps0():
     from lowrank.core.engine import shallow_gd
 
-    pair = synthetic.rotated_task_pair(30, 8, 0.0, seed=3)
-    u = models.unit_output_vector(6, seed=0)
-    w0 = torch.randn(2, 6, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    x = torch.stack([pair.first.x, pair.first.x])
-    y = torch.stack([pair.first.y, pair.first.y])
+    pair, u, w0, x, y = _two_members(30, 8, 6, seed=3)
     wt = ch12.shallow_ensemble_gd(w0, u, x, y, 0.05, 0.5, 20)
     ref = shallow_gd(w0, u, pair.first.x, pair.first.y, [0.05, 0.05], 0.5, 20)[-1]
     assert torch.allclose(wt, ref, rtol=1e-12, atol=1e-14)
@@ -80,14 +87,63 @@ def test_ktasks_tiny_columns_and_merging_many_fails():
 def test_shallow_ensemble_gd_divergence_names_step_and_member():
     from lowrank.core.engine import DivergenceError
 
-    pair = synthetic.rotated_task_pair(10, 4, 0.0, seed=0)
-    u = models.unit_output_vector(3, seed=0)
-    w0 = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    x = torch.stack([pair.first.x, pair.first.x])
-    y = torch.stack([pair.first.y, pair.first.y])
+    _, u, w0, x, y = _two_members(10, 4, 3, seed=0)
     w0[1] *= 1e100  # ηλ = 1000: |1 − ηλ|^t blows up, member 1 reaches overflow first
     with pytest.raises(DivergenceError, match="member 1") as err:
         ch12.shallow_ensemble_gd(w0, u, x, y, 1.0, 1000.0, 200)
     assert 0 < err.value.step < 200 and err.value.member == 1
     with pytest.raises(ValueError, match="lam must be >= 0"):
         ch12.shallow_ensemble_gd(w0[:1], u, x[:1], y[:1], -0.1, 0.5, 5)
+
+
+def test_works_table_marks_the_criterion_and_pivots():
+    summary = pd.DataFrame({"eps": [0.0, 0.0, 0.5, 0.5], "model": ["a", "b", "a", "b"],
+                            "retained": [0.95, 0.9, 0.5, -1.234],
+                            "works": [True, True, False, False]})
+    tab = ch12.works_table(summary, "eps", "model")
+    assert tab.loc[0.0, "a"] == "0.95 ✓" and tab.loc[0.5, "b"] == "-1.23 ✗"
+    assert list(tab.columns) == ["a", "b"] and list(tab.index) == [0.0, 0.5]
+    # the mark follows `works`, not R: R ≥ 0.8 with a net that did not learn is still ✗
+    bad = summary.assign(works=[False, True, False, False])
+    assert ch12.works_table(bad, "eps", "model").loc[0.0, "a"] == "0.95 ✗"
+
+
+def test_train_mlps_is_gd_on_mlp_inits_and_stack_pairs_interleaves_tasks():
+    from lowrank.core.engine import gd
+
+    pairs = [synthetic.rotated_task_pair(12, 6, e, seed=s) for e, s in ((0.0, 0), (0.5, 1))]
+    x, y = ch12.stack_pairs(pairs, torch.float64, CPU)
+    assert x.shape == (4, 12, 6) and torch.equal(x[2], pairs[1].first.x)
+    assert torch.equal(y[3], pairs[1].second.y.to(y.dtype))
+    spec = {"init_scale": 1.0, "lam": 0.01, "eta": 0.5, "steps": 5}
+    seeds_tasks = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    ws0, ws = ch12.train_mlps([6, 4, 1], seeds_tasks, x, y, spec)
+    want0 = ch12.mlp_inits([6, 4, 1], seeds_tasks, 1.0, torch.float64, CPU)
+    want, _ = gd(want0, x, y, 0.01, 0.5, 5, backward=True)
+    for a, b in zip(ws0 + ws, want0 + want, strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(ws[0], ws0[0])  # it trained
+
+
+def test_beyond_figures_keep_legends_outside_the_axes():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kt = pd.DataFrame({"width": [8, 8, 16, 16] * 2, "k": [1, 2, 1, 2] * 2,
+                       "seed": [0] * 4 + [1] * 4,
+                       "loss_individual": [0.1, 0.2, 0.1, 0.15] * 2,
+                       "loss_merged": [0.1, 0.5, 0.1, 0.3] * 2})
+    fig = ch12.beyond_ktasks_figure(kt)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent()
+    assert legend.x0 >= ax.get_window_extent().x1  # right of the axes: it covers no curve
+    bands = [c.get_paths()[0].vertices.copy() for c in ax.collections]
+    again = ch12.beyond_ktasks_figure(kt)
+    # the bootstrap bands are seeded: a second build draws the very same bands
+    for a, b in zip(bands, [c.get_paths()[0].vertices for c in again.axes[0].collections],
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+    plt.close("all")

@@ -102,3 +102,23 @@ def test_argmax_jump_is_discontinuous_only_at_the_tie():
     assert all(r["jump"] == 0 for r in off if r["kind"] == "argmax")
     with pytest.raises(ValueError, match="delta"):
         ch12_attention.argmax_jump(p0, x, query, [0.0])
+
+
+def test_lemma2_and_head_tables_are_the_rows_they_show():
+    rows = []
+    for kind in ("argmax", "softmax"):
+        for lam in (0.01, 0.1):
+            for i, param in enumerate(("W_Q", "W_K", "W_V", "w_O")):
+                rows.append({"kind": kind, "lam": lam, "param": param, "ratio": i + lam,
+                             "alignment_residual": lam / (i + 1), "err": 0.5 - lam,
+                             "attention_change": 0.0 if kind == "argmax" else lam})
+    df = pd.DataFrame(rows)
+    lemma2 = ch12_attention.lemma2_table(df)
+    assert lemma2.shape == (8, 4)
+    assert list(lemma2.index[:4]) == [("argmax", p) for p in ("W_Q", "W_K", "W_V", "w_O")]
+    assert lemma2.loc[("softmax", "W_V"), ("λ‖W‖²/B²", "λ = 0.1")] == 2.1
+    assert lemma2.loc[("argmax", "w_O"), ("alignment residual", "λ = 0.01")] == 0.01 / 4
+    heads = ch12_attention.head_table(df)
+    assert list(heads.index) == ["argmax", "softmax"] and heads.shape == (2, 4)
+    assert heads.loc["softmax", ("attention change", "λ = 0.1")] == 0.1
+    assert heads.loc["argmax", ("training error", "λ = 0.01")] == 0.49

@@ -49,3 +49,25 @@ def test_lambda_tiny_and_threshold_logic():
     assert ch12_rules.smallest_working_lambda(fake) == {1: 1.0, 2: 0.1}
     none = fake.assign(works=False)
     assert ch12_rules.smallest_working_lambda(none) == {1: math.inf, 2: math.inf}
+
+
+def test_lambda_figure_panels_share_colours_and_the_legend_covers_no_curve():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgb
+
+    lams, steps = [0.0, 0.001, 0.01], [0, 10, 20]
+    tab = pd.DataFrame([{"lam": lam, "step": t, "retained": 0.5 + lam * t,
+                         "init_factor": (1 - lam) ** t} for lam in lams for t in steps])
+    fig = ch12_rules.beyond_lambda_figure(tab)
+    fig.canvas.draw()
+    left, right = fig.axes
+    lines = {ln.get_label(): to_rgb(ln.get_color()) for ln in left.get_lines()
+             if ln.get_label().startswith("λ")}
+    dots = right.collections[0].get_facecolors()[:, :3]  # λ > 0 only, in row order
+    assert np.allclose(dots[0], lines["λ = 0.001"]) and np.allclose(dots[-1], lines["λ = 0.01"])
+    assert left.get_legend() is None and len(fig.legends) == 1
+    assert fig.legends[0].get_window_extent().x0 >= right.get_window_extent().x1
+    plt.close(fig)
