@@ -42,7 +42,24 @@ def _settings(exp: Experiment, overrides: dict[str, Any]) -> dict[str, Any]:
     return spec | overrides
 
 
-class Lemma3Grid(Experiment):
+class _SecondsGrid(Experiment):
+    """A chapter-5 grid that runs in seconds on a CPU: the same at both scales, run by
+    :meth:`rows` (the module function of the same grid) in float64 on the CPU."""
+
+    def full(self) -> dict[str, Any]:
+        """The same grid: it runs in seconds."""
+        return self.quick()
+
+    def rows(self, **settings: Any) -> list[dict[str, Any]]:
+        """The grid's rows for ``settings`` (overrides of :meth:`quick`)."""
+        raise NotImplementedError
+
+    def run(self, spec, device, show_progress=False) -> list[dict[str, Any]]:
+        """The grid's rows (float64 on the CPU)."""
+        return self.rows(**spec)
+
+
+class Lemma3Grid(_SecondsGrid):
     """``lemma3-grid``: Lemma 3 and Corollary 1 at GD limits, one row per (K, H, λ, seed)."""
 
     name = "lemma3-grid"
@@ -65,13 +82,9 @@ class Lemma3Grid(Experiment):
             "input_scale": 1.0,
         }
 
-    def full(self) -> dict[str, Any]:
-        """The same grid: it runs in seconds."""
-        return self.quick()
-
-    def run(self, spec, device, show_progress=False) -> list[dict[str, Any]]:
-        """The grid's rows (float64 on the CPU)."""
-        return lemma3_grid(**spec)
+    def rows(self, **settings: Any) -> list[dict[str, Any]]:
+        """:func:`lemma3_grid`."""
+        return lemma3_grid(**settings)
 
 
 LEMMA3_GRID = Lemma3Grid()
@@ -128,7 +141,7 @@ def lemma3_grid(**settings: Any) -> list[dict[str, Any]]:
     return rows
 
 
-class Remark1Collapse(Experiment):
+class Remark1Collapse(_SecondsGrid):
     """``remark1-collapse``: ReLU GD at λ = fraction × λ*(K) from starts of several scales."""
 
     name = "remark1-collapse"
@@ -148,13 +161,9 @@ class Remark1Collapse(Experiment):
             "eta": 0.2,
         }
 
-    def full(self) -> dict[str, Any]:
-        """The same grid: it runs in seconds."""
-        return self.quick()
-
-    def run(self, spec, device, show_progress=False) -> list[dict[str, Any]]:
-        """The grid's rows (float64 on the CPU)."""
-        return remark1_collapse(**spec)
+    def rows(self, **settings: Any) -> list[dict[str, Any]]:
+        """:func:`remark1_collapse`."""
+        return remark1_collapse(**settings)
 
 
 REMARK1_COLLAPSE = Remark1Collapse()
@@ -194,18 +203,22 @@ def lemma3_slack_figure(df):
     """Chapter 5: Lemma 3's LHS/RHS at GD limits against λ, by depth K and degree H."""
     import matplotlib.pyplot as plt
     import seaborn as sns
+    from matplotlib.ticker import FixedLocator, NullLocator
 
-    data = df[df["slack"].notna()].assign(
-        net=lambda d: "K=" + d["K"].astype(str) + ", H=" + d["H"].astype(str)
-    )
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    data = df[df["slack"].notna()]
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), constrained_layout=True)
     sns.scatterplot(data=data, x="lam", y="slack", hue="K", style="H", s=60, ax=ax,
                     palette="colorblind")
     ax.axhline(1.0, color="0.3", ls="--", lw=1, label="LHS = RHS")
-    ax.set(xscale="log", yscale="log", xlabel=r"$\lambda$",
-           ylabel="Lemma 3: LHS / RHS", title="Lemma 3 at stationary points (non-zero)")
-    ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
+    ax.set(xscale="log", yscale="log", xlabel=r"$\lambda$", ylabel="Lemma 3: LHS / RHS")
+    lams = sorted(set(data["lam"]))  # one tick per λ of the grid, none in between
+    ax.xaxis.set_major_locator(FixedLocator(lams))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([f"{v:g}" for v in lams])
+    ax.set_title("Lemma 3 at stationary points (non-zero)", fontsize=11)
+    handles, labels = ax.get_legend_handles_labels()
+    ax.get_legend().remove()
+    fig.legend(handles, labels, loc="outside right center", fontsize=9)
     return fig
 
 
@@ -214,19 +227,29 @@ def remark1_proxy_figure(curves, collapse):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(7.3, 3.6), constrained_layout=True)
     sns.lineplot(data=curves, x="r", y="gap", hue="lam_over_threshold", ax=axes[0],
-                 palette="viridis")
+                 palette="viridis", legend=False)
+    # Direct labels at the right end of each curve instead of a legend over them.
+    colours = dict(zip(dict.fromkeys(curves["lam_over_threshold"]), sns.color_palette(
+        "viridis", curves["lam_over_threshold"].nunique()), strict=True))
+    for label, curve in curves.groupby("lam_over_threshold", sort=False):
+        end = curve.loc[curve["r"].idxmax()]
+        factor = "" if label == "1" else rf"{label}\,"
+        axes[0].annotate(rf"$\lambda = {factor}\lambda^*$", (end["r"], end["gap"]),
+                         xytext=(-8, 0), textcoords="offset points", ha="right", va="center",
+                         fontsize=9, color=colours[label])
     axes[0].axhline(0.0, color="0.3", lw=1)
-    axes[0].set(xlabel=r"$r = \|\theta\|$", ylabel=r"$g_-(r) - \ln 2$",
-                title=r"Remark 1's proxy, $K = 3$")
-    axes[0].legend(title=r"$\lambda/\lambda^*$", fontsize=8)
+    axes[0].set(xlabel=r"$r = \|\theta\|$", ylabel=r"$g_-(r) - \ln 2$")
+    axes[0].set_title(r"Remark 1's proxy, $K = 3$", fontsize=11)
     data = collapse.assign(out=collapse["max_abs_output"].clip(lower=1e-30))
-    sns.scatterplot(data=data, x="fraction", y="out", hue="K", style="start_scale", s=60,
+    sns.scatterplot(data=data, x="fraction", y="out", hue="K", style="start_scale", s=50,
                     ax=axes[1], palette="colorblind")
     axes[1].axvline(1.0, color="0.3", ls="--", lw=1)
     axes[1].set(xscale="log", yscale="log", xlabel=r"$\lambda / \lambda^*(K)$",
-                ylabel=r"$\max_i |f_\theta(x_i)|$ after GD", title="GD: collapse to θ = 0")
-    axes[1].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
+                ylabel=r"$\max_i |f_\theta(x_i)|$ after GD")
+    axes[1].set_title("GD: collapse to θ = 0", fontsize=11)
+    handles, labels = axes[1].get_legend_handles_labels()
+    axes[1].get_legend().remove()
+    fig.legend(handles, labels, loc="outside right center", fontsize=9)
     return fig

@@ -227,30 +227,37 @@ def seed_replicates(
     return rows
 
 
-def figure2_figure(df):
-    """Figure 2: average inverse stable rank, errors and loss against λ (mean ± sd over seeds)."""
+# Figure 2's four quantities, in the order its text names them (Section 5).
+FIGURE2_PANELS = (
+    ("inv_stable_rank", "avg. inverse stable rank\n(non-collapsed members)"),
+    ("class_error", "classification error"),
+    ("margin_error", r"margin error ($y f < 1$)"),
+    ("loss", "average loss"),
+)
+
+
+def figure2_figure(df, frequency: float):
+    """Figure 2, one of its plots (a = 10 left, a = 100 right): the average inverse stable
+    rank, classification error, margin error and loss against λ (mean ± sd over seeds)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    panels = [("inv_stable_rank", "avg. inverse stable rank\n(non-collapsed members)"),
-              ("class_error", "classification error"),
-              ("margin_error", r"margin error ($y f < 1$)"), ("loss", "average loss")]
-    freqs = sorted(df["frequency"].unique())
-    fig, axes = plt.subplots(len(freqs), len(panels), figsize=(13, 3.1 * len(freqs)),
-                             squeeze=False)
-    for i, a in enumerate(freqs):
-        sub = df[df["frequency"] == a]
-        collapsed = sub.loc[sub["collapsed"].astype(bool), "lam"]
-        for j, (col, label) in enumerate(panels):
-            ax = axes[i, j]
-            # Collapsed members' stable ranks are those of vanishing weights: left out.
-            shown = sub[~sub["collapsed"].astype(bool)] if j == 0 else sub
-            sns.lineplot(data=shown, x="lam", y=col, errorbar="sd", marker="o", ax=ax)
-            if len(collapsed):
-                ax.axvspan(collapsed.min(), sub["lam"].max(), color="0.85", zorder=0,
-                           label="a member collapsed to 0")
-            ax.set(xscale="log", xlabel=r"$\lambda$", ylabel=label)
-            ax.set_title(rf"$f^*(x) = \sin({a:g}\, W^\top x)$", fontsize=10)
-        axes[i, 0].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
+    sub = df[df["frequency"] == frequency]
+    if sub.empty:
+        have = sorted(set(df["frequency"]))
+        raise ValueError(f"no rows for frequency {frequency!r}; the table has {have}")
+    collapsed = sub.loc[sub["collapsed"].astype(bool), "lam"]
+    fig, axes = plt.subplots(2, 2, figsize=(7.3, 5.4), sharex=True, constrained_layout=True)
+    for j, (ax, (col, label)) in enumerate(zip(axes.flat, FIGURE2_PANELS, strict=True)):
+        # Collapsed members' stable ranks are those of vanishing weights: left out.
+        shown = sub[~sub["collapsed"].astype(bool)] if j == 0 else sub
+        sns.lineplot(data=shown, x="lam", y=col, errorbar="sd", marker="o", ax=ax)
+        if len(collapsed):
+            ax.axvspan(collapsed.min(), sub["lam"].max(), color="0.85", zorder=0,
+                       label="a member collapsed to θ = 0")
+        ax.set(xscale="log", xlabel=r"$\lambda$" if j >= 2 else "", ylabel=label)
+    fig.suptitle(rf"$f^*(x) = \sin({frequency:g}\, W^\top x)$", fontsize=12)
+    if len(collapsed):
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", fontsize=9)
     return fig

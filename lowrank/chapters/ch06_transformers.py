@@ -23,6 +23,7 @@ from lowrank.core.checks import check_matrix, check_positive
 from lowrank.core.engine import fit
 from lowrank.core.metrics import matrix_norms, stable_rank
 from lowrank.data.checkpoints import (
+    ALL_ROLES,
     MINILM_ALIASES,
     ROLES,
     Checkpoint,
@@ -206,18 +207,25 @@ def gaussian_stable_rank(rows: int, cols: int, seed: int = 0) -> float:
     return float(stable_rank(g))
 
 
+def spectra_roles(df) -> list[str]:
+    """The roles of :data:`ALL_ROLES` that ``df`` has rows for, in that order (G where gated)."""
+    present = set(df["role"])
+    return [r for r in ALL_ROLES if r in present]
+
+
 def transformer_spectra(df, title: str = "", baseline: dict | None = None):
     """Figures 1 and 4: stable rank ‖W‖_F/‖W‖_2 and Frobenius norm per layer, by role.
 
-    ``df`` holds tidy rows of :func:`analyse`; ``baseline`` optionally maps a
-    role to the stable rank of a Gaussian matrix of its shape, drawn as dotted lines.
+    ``df`` holds tidy rows of :func:`analyse`; every role it has is drawn, the gate G of a
+    gated MLP included. ``baseline`` optionally maps a role to the stable rank of a
+    Gaussian matrix of its shape, drawn as dotted lines.
     """
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    roles = [r for r in ("Q", "K", "V", "O", "QKV", "M1", "M2") if r in set(df["role"])]
+    roles = spectra_roles(df)
     palette = dict(zip(roles, sns.color_palette("colorblind", len(roles)), strict=True))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(7.3, 3.4), constrained_layout=True)
     for ax, col, label in (
         (axes[0], "stable_rank", r"stable rank $\|W\|_F/\|W\|_2$"),
         (axes[1], "fro", r"Frobenius norm $\|W\|_F$"),
@@ -231,9 +239,10 @@ def transformer_spectra(df, title: str = "", baseline: dict | None = None):
         if role in palette:
             axes[0].axhline(value, color=palette[role], ls=":", lw=1)
     handles, labels = axes[1].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right center", title="role")
+    fig.legend(handles, labels, loc="outside right center", title="role", fontsize=9,
+               title_fontsize=10)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize=11)
     return fig
 
 

@@ -66,8 +66,9 @@ def warmup_bound_figure(df):
     import seaborn as sns
 
     modes = list(dict.fromkeys(df["overlap"]))
-    fig, axes = plt.subplots(1, len(modes), figsize=(5.2 * len(modes), 3.8), sharey=True)
-    axes = [axes] if len(modes) == 1 else list(axes)
+    fig, axes = plt.subplots(1, len(modes), figsize=(7.3, 3.4), sharey=True,
+                             constrained_layout=True, squeeze=False)
+    axes = list(axes[0])
     for ax, mode in zip(axes, modes, strict=True):
         sub = df[df["overlap"] == mode]
         sns.lineplot(
@@ -76,9 +77,10 @@ def warmup_bound_figure(df):
             legend=ax is axes[-1],
         )
         ax.set_yscale("log")
-        ax.set_title(f"overlap mode: {mode}")
+        ax.set_title(f"overlap mode: {mode}", fontsize=11)
         ax.set_xlabel("GD step t")
         ax.set_ylabel(r"$\max_{x'} |\langle \theta_t, x'\rangle|$ and its bound")
-    axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
-    fig.tight_layout()
+    handles, labels = axes[-1].get_legend_handles_labels()
+    axes[-1].get_legend().remove()
+    fig.legend(handles, labels, loc="outside right center", fontsize=9)
     return fig

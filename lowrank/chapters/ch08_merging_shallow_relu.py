@@ -116,38 +116,49 @@ def lemma4_check(
     return rows
 
 
+def _measured_and_bound(sub, by: str):
+    """``sub``'s max ‖W_t x'‖ and Lemma 4's bound as long rows (step, ``by``, quantity, value)."""
+    long = sub.melt(
+        id_vars=["step", by], value_vars=["norm_max", "norm_bound_max"],
+        var_name="quantity", value_name="value",
+    )
+    long["quantity"] = long["quantity"].map({"norm_max": "measured", "norm_bound_max": "bound"})
+    return long
+
+
+def _legend_outside(fig, ax, **kw) -> None:
+    """Move ``ax``'s legend outside the axes, beside the figure (it covers no curve there)."""
+    handles, labels = ax.get_legend_handles_labels()
+    ax.get_legend().remove()
+    fig.legend(handles, labels, fontsize=9, **{"loc": "outside right center", **kw})
+
+
 def lemma4_norm_figure(df, lam: float):
     """Chapter 8: max ‖W_t x'‖ against Lemma 4's bound over t (left) and their ratio (right)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     sub = df[(df["lam"] == lam) & (df["side"] == "first")]
-    long = sub.melt(
-        id_vars=["step", "eps"], value_vars=["norm_max", "norm_bound_max"],
-        var_name="quantity", value_name="value",
-    )
-    long["quantity"] = long["quantity"].map({"norm_max": "measured", "norm_bound_max": "bound"})
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 3.8))
+    long = _measured_and_bound(sub, "eps")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(7.3, 3.4), constrained_layout=True)
     sns.lineplot(
         data=long.rename(columns={"eps": "ε"}), x="step", y="value", hue="ε",
         style="quantity", ax=left, palette="viridis", style_order=["measured", "bound"],
         legend=False,
     )
     left.set_yscale("log")
-    left.set_ylabel(r"$\max_{x'} \|W_t x'\|$ and Lemma 4's bound")
-    left.set_title(rf"$\lambda = {lam:g}$")
+    left.set_ylabel(r"$\max_{x'} \|W_t x'\|$ and its bound")
+    left.set_title(rf"$\lambda = {lam:g}$", fontsize=11)
     sns.lineplot(
         data=sub[sub["step"] > 0].rename(columns={"eps": "ε"}), x="step", y="norm_ratio",
         hue="ε", ax=right, palette="viridis",
     )
     right.set_ylim(0, 1.05)
     right.set_ylabel(r"$\max_{x'}\ \|W_t x'\|$ / bound")
-    right.set_title("tightness (1 = attained)")
+    right.set_title("tightness (1 = attained)", fontsize=11)
     for ax in (left, right):
         ax.set_xlabel("GD step t")
-    right.legend(title="ε (dashed: bound)", fontsize="small", loc="upper left",
-                 bbox_to_anchor=(1.02, 1.0))
-    fig.tight_layout()
+    _legend_outside(fig, right, title="ε\n(dashed:\nbound)")
     return fig
 
 
@@ -156,14 +167,9 @@ def lemma4_lambda_figure(df, eps: float):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    sub = df[(df["eps"] == eps) & (df["side"] == "first")]
-    long = sub.melt(
-        id_vars=["step", "lam"], value_vars=["norm_max", "norm_bound_max"],
-        var_name="quantity", value_name="value",
-    )
-    long["quantity"] = long["quantity"].map({"norm_max": "measured", "norm_bound_max": "bound"})
+    long = _measured_and_bound(df[(df["eps"] == eps) & (df["side"] == "first")], "lam")
     long["λ"] = long["lam"].map(lambda v: f"{v:g}")
-    fig, ax = plt.subplots(figsize=(6.2, 3.8))
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), constrained_layout=True)
     sns.lineplot(
         data=long, x="step", y="value", hue="λ", style="quantity", ax=ax,
         style_order=["measured", "bound"],
@@ -171,9 +177,8 @@ def lemma4_lambda_figure(df, eps: float):
     ax.set_yscale("log")
     ax.set_xlabel("GD step t")
     ax.set_ylabel(r"$\max_{x'} \|W_t x'\|$")
-    ax.set_title(rf"$\varepsilon = {eps:g}$: weight decay removes the initial term")
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fig.tight_layout()
+    ax.set_title(rf"$\varepsilon = {eps:g}$: weight decay removes the initial term", fontsize=11)
+    _legend_outside(fig, ax)
     return fig
 
 
@@ -189,15 +194,15 @@ def merged_loss_figure(df, eps: float):
     )
     long["quantity"] = long["quantity"].map(names)
     lams = sorted(sub["lam"].unique())
-    fig, axes = plt.subplots(1, len(lams), figsize=(3.8 * len(lams), 3.6), sharey=True)
-    axes = [axes] if len(lams) == 1 else list(axes)
+    fig, axes = plt.subplots(1, len(lams), figsize=(7.3, 3.3), sharey=True,
+                             constrained_layout=True, squeeze=False)
+    axes = list(axes[0])
     for ax, lam in zip(axes, lams, strict=True):
         sns.lineplot(
             data=long[long["lam"] == lam], x="step", y="loss", hue="quantity",
             style="quantity", ax=ax, legend=ax is axes[-1],
         )
-        ax.set_title(rf"$\lambda = {lam:g}$, $\varepsilon = {eps:g}$")
+        ax.set_title(rf"$\lambda = {lam:g}$, $\varepsilon = {eps:g}$", fontsize=11)
         ax.set_xlabel("GD step t")
-    axes[-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fig.tight_layout()
+    _legend_outside(fig, axes[-1], loc="outside lower center", ncol=len(names))
     return fig

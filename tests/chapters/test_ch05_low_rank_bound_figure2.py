@@ -110,3 +110,25 @@ def test_seed_replicates_are_the_trend_test_of_reseeded_runs():
         TINY, torch.device("cpu"), False)
     with pytest.raises(ValueError, match="pair"):
         seed_replicates((), spec=TINY)
+
+
+def test_figure2_figure_is_one_plot_of_the_paper_per_task():
+    pd = pytest.importorskip("pandas")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lowrank.chapters.ch05_low_rank_bound_figure2 import FIGURE2_PANELS, figure2_figure
+
+    df = pd.DataFrame(FIGURE2.run(TINY, torch.device("cpu"), False))
+    df.loc[(df.frequency == 100.0) & (df.lam == 1e-2), "collapsed"] = True
+    for a in (10.0, 100.0):
+        fig = figure2_figure(df, a)
+        assert len(fig.axes) == 4 and fig.get_size_inches()[0] <= 7.5  # 2 × 2, page width
+        assert [ax.get_ylabel() for ax in fig.axes] == [label for _, label in FIGURE2_PANELS]
+        assert rf"\sin({a:g}" in fig.get_suptitle()
+        assert len(fig.legends) == (1 if a == 100.0 else 0)  # the collapse shading, if any
+        plt.close(fig)
+    with pytest.raises(ValueError, match="frequency"):
+        figure2_figure(df, 3.0)

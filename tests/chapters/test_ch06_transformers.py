@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 
+import matplotlib
+import pandas as pd
 import pytest
 import torch
 from tiny_checkpoints import FF, LAYERS, D, write_checkpoints
@@ -255,3 +257,36 @@ def test_head_balance_refuses_a_zero_head():
     k[:2] = 0
     with pytest.raises(ValueError, match="q and k must have no all-zero head"):
         layer_head_balance(q, k, v, o, heads=2)
+
+
+def _spectra_frame(roles, layers=3):
+    rows = []
+    for layer in range(layers):
+        for i, role in enumerate(roles):
+            rows.append({"layer": layer, "role": role, "stable_rank": 2.0 + i + 0.1 * layer,
+                         "fro": 10.0 + i - 0.5 * layer})
+    return pd.DataFrame(rows)
+
+
+def _drawn_roles(fig):
+    legend = fig.legends[0]
+    return [t.get_text() for t in legend.get_texts()]
+
+
+def test_spectra_figure_draws_the_gate_where_a_checkpoint_has_it():
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gated = _spectra_frame(["G", "Q", "K", "V", "O", "QKV", "M1", "M2"])  # G first on purpose
+    fig = ch06.transformer_spectra(gated, "gated", baseline={"G": 5.0, "Q": 4.0})
+    assert ch06.spectra_roles(gated) == list(ckpts.ALL_ROLES)
+    assert _drawn_roles(fig) == list(ckpts.ALL_ROLES)
+    g_value = gated[gated.role == "G"].sort_values("layer").stable_rank.to_numpy()
+    drawn = [line.get_ydata() for line in fig.axes[0].lines if len(line.get_ydata()) == 3]
+    assert any(list(y) == list(g_value) for y in drawn)  # the G curve itself is drawn
+    assert sum(list(line.get_ydata()) == [5.0, 5.0] for line in fig.axes[0].lines) == 1
+    plt.close(fig)
+    plain = _spectra_frame(list(ckpts.ROLES))  # MiniLM-like: no gate, no G in the legend
+    fig = ch06.transformer_spectra(plain)
+    assert _drawn_roles(fig) == list(ckpts.ROLES) and "G" not in ch06.spectra_roles(plain)
+    plt.close(fig)
