@@ -40,6 +40,26 @@ class FullScaleTableMissing(RuntimeError):
         self.name = name
 
 
+def offered_precision(exp: Experiment, precision: str) -> str:
+    """``precision`` if ``exp`` offers it (its ``precisions``, default all), else a ValueError
+    naming the ones it offers: a check whose tolerance is rounding only cannot be run coarser."""
+    offered = getattr(exp, "precisions", matmul_precision.PRECISIONS)
+    if precision not in offered:
+        raise ValueError(
+            f"experiment {exp.name!r} does not offer precision {precision!r}; it offers "
+            f"{', '.join(offered)} (its checks need that rounding)"
+        )
+    return precision
+
+
+def stored_precision(name: str, scale: str | None = None) -> str:
+    """The precision the stored table of ``name`` at ``scale`` was computed at (its sidecar)."""
+    meta = cache.load_meta(name, resolve_scale(scale))
+    if meta is None or "precision" not in meta:
+        raise ValueError(f"no stored table with a recorded precision for {name!r}")
+    return meta["precision"]
+
+
 def register(exp: Experiment) -> Experiment:
     """Add an experiment under its name (for tests and ad-hoc runs; chapters need not call it)."""
     known = _REGISTRY.get(exp.name)
@@ -97,7 +117,7 @@ def run_and_save(
     sc = resolve_scale(scale)
     spec = {**exp.spec(sc), **(overrides or {})}
     dev = torch.device(device) if device is not None else default_device()
-    prec = resolve_precision(precision, dev)
+    prec = offered_precision(exp, resolve_precision(precision, dev))
     start = time.perf_counter()
     with matmul_precision.using(prec, dev):
         rows = exp.run(spec, dev, show_progress)
@@ -130,7 +150,7 @@ def load_or_run(
     exp = get(name)
     sc = resolve_scale(scale)
     spec = {**exp.spec(sc), **(overrides or {})}
-    prec = resolve_precision(precision, device)
+    prec = offered_precision(exp, resolve_precision(precision, device))
     explicit = precision is not None or not precision_is_default()
     accept = (prec,) if sc == "quick" or explicit else matmul_precision.PRECISIONS
     cached = cache.load_result(name, sc, spec, source_sha256=cache.source_hash(exp.module),

@@ -119,3 +119,12 @@ def test_provenance_reads_each_tables_sidecar(store, toy):
     assert toy_row["stored"] and toy_row["precision"] == "tf32" and toy_row["emulated"] is True
     assert toy_row["rows"] == 3 and toy_row["date"]
     assert rows["fig3"]["chapter"] == "ch10" and rows["fig3"]["stored"] is False
+
+
+def test_an_experiment_refuses_a_precision_it_does_not_offer(store, toy, monkeypatch):
+    monkeypatch.setattr(type(toy), "precisions", ("fp64", "fp32"), raising=False)
+    with pytest.raises(ValueError, match="does not offer precision 'tf32'.*fp64, fp32"):
+        registry.run_and_save("toy-test", scale="quick", device="cpu", precision="tf32")
+    registry.run_and_save("toy-test", scale="quick", device="cpu", precision="fp32")
+    assert registry.stored_precision("toy-test", "quick") == "fp32"
+    assert registry.get("beyond-overlap").precisions == ("fp64", "fp32")
