@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -40,16 +41,24 @@ class FullScaleTableMissing(RuntimeError):
         self.name = name
 
 
-def offered_precision(exp: Experiment, precision: str) -> str:
-    """``precision`` if ``exp`` offers it (its ``precisions``, default all), else a ValueError
-    naming the ones it offers: a check whose tolerance is rounding only cannot be run coarser."""
+def offered_precision(exp: Experiment, precision: str, strict: bool = True) -> str:
+    """``precision`` if ``exp`` offers it (its ``precisions``, default all). Otherwise, asked
+    for explicitly (``strict``), a ValueError naming the ones it offers: a check whose tolerance
+    is rounding only cannot be run coarser; asked for by ``LOWRANK_PRECISION`` or a suite-wide
+    setting, the coarsest offered precision finer than it, with a warning."""
     offered = getattr(exp, "precisions", matmul_precision.PRECISIONS)
-    if precision not in offered:
+    if precision in offered:
+        return precision
+    if strict:
         raise ValueError(
             f"experiment {exp.name!r} does not offer precision {precision!r}; it offers "
             f"{', '.join(offered)} (its checks need that rounding)"
         )
-    return precision
+    order = matmul_precision.PRECISIONS  # finest first
+    finer = [p for p in order[: order.index(precision)] if p in offered]
+    chosen = finer[-1] if finer else offered[0]
+    warnings.warn(f"{exp.name} does not offer {precision}; running it at {chosen}", stacklevel=3)
+    return chosen
 
 
 def stored_precision(name: str, scale: str | None = None) -> str:
@@ -117,7 +126,7 @@ def run_and_save(
     sc = resolve_scale(scale)
     spec = {**exp.spec(sc), **(overrides or {})}
     dev = torch.device(device) if device is not None else default_device()
-    prec = offered_precision(exp, resolve_precision(precision, dev))
+    prec = offered_precision(exp, resolve_precision(precision, dev), strict=precision is not None)
     start = time.perf_counter()
     with matmul_precision.using(prec, dev):
         rows = exp.run(spec, dev, show_progress)
@@ -150,7 +159,8 @@ def load_or_run(
     exp = get(name)
     sc = resolve_scale(scale)
     spec = {**exp.spec(sc), **(overrides or {})}
-    prec = offered_precision(exp, resolve_precision(precision, device))
+    prec = offered_precision(exp, resolve_precision(precision, device),
+                             strict=precision is not None)
     explicit = precision is not None or not precision_is_default()
     accept = (prec,) if sc == "quick" or explicit else matmul_precision.PRECISIONS
     cached = cache.load_result(name, sc, spec, source_sha256=cache.source_hash(exp.module),

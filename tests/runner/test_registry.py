@@ -128,3 +128,11 @@ def test_an_experiment_refuses_a_precision_it_does_not_offer(store, toy, monkeyp
     registry.run_and_save("toy-test", scale="quick", device="cpu", precision="fp32")
     assert registry.stored_precision("toy-test", "quick") == "fp32"
     assert registry.get("beyond-overlap").precisions == ("fp64", "fp32")
+
+
+def test_a_suite_wide_precision_falls_back_to_a_finer_offered_one(store, toy, monkeypatch):
+    monkeypatch.setattr(type(toy), "precisions", ("fp64", "fp32"), raising=False)
+    monkeypatch.setenv("LOWRANK_PRECISION", "bf16")
+    with pytest.warns(UserWarning, match="toy-test does not offer bf16; running it at fp32"):
+        registry.run_and_save("toy-test", scale="quick", device="cpu")
+    assert registry.stored_precision("toy-test", "quick") == "fp32"
