@@ -95,17 +95,25 @@ def alignment_figure(history):
     import seaborn as sns
 
     frame = history.assign(one_minus_cos=(1 - history["cosine"]).clip(lower=1e-17))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.6))
     sns.lineplot(
         data=frame, x="step", y="residual", hue="activation", style="layer", ax=axes[0]
     )
     axes[0].set_yscale("log")
-    axes[0].set_ylabel("‖λW_k + ∇_{W_k}L‖ / ‖λW_k‖")
+    axes[0].set_ylabel(r"$\|\lambda W_k + \nabla_{W_k}L\| \,/\, \|\lambda W_k\|$")
     sns.lineplot(
         data=frame, x="step", y="one_minus_cos", hue="activation", style="layer", ax=axes[1],
         legend=False,
     )
     axes[1].set_yscale("log")
-    axes[1].set_ylabel("1 − cos(W_k, −∇_{W_k}L)")
-    fig.tight_layout()
+    axes[1].set_ylabel(r"$1 - \cos(W_k, -\nabla_{W_k}L)$")
+    for ax in axes:
+        ax.tick_params(labelsize=10)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(4))
+    # one legend for both panels, below them, off the curves
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[0].get_legend().remove()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False,
+               fontsize=10, handlelength=1.8, columnspacing=0.9)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig

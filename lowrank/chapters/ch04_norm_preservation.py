@@ -12,10 +12,14 @@ from typing import Any
 
 import torch
 
+from lowrank.chapters.ch03_rank_one_deep_linear import (
+    deep_init,
+    deep_task,
+    small_task,
+    stacked_rows,
+)
 from lowrank.core.engine import gd
 from lowrank.core.metrics import alignment_residual, loss_and_gradient
-from lowrank.core.models import init_mlp
-from lowrank.data.synthetic import sin_task
 from lowrank.runner.experiment import Experiment
 from lowrank.theory.identities import lemma2_sides
 
@@ -58,12 +62,9 @@ class Lemma2Experiment(Experiment):
     full_cost = "about a minute on a CPU (8 seeds, up to 20,000 GD steps)"
 
     def quick(self) -> dict[str, Any]:
-        """Two seeds of each activation."""
+        """Two seeds of each activation, on chapter 3's small task."""
         return {
-            "d": 8,
-            "n": 40,
-            "a": 2.0,
-            "width": 20,
+            **small_task(),
             "K": 3,
             "seeds": 2,
             "record_every": 100,
@@ -75,28 +76,16 @@ class Lemma2Experiment(Experiment):
         }
 
     def full(self) -> dict[str, Any]:
-        """The same sizes (a wider relu2 net collapses to θ = 0 at x_scale 1.5), more seeds."""
-        return {
-            "d": 8,
-            "n": 40,
-            "a": 2.0,
-            "width": 20,
-            "K": 3,
-            "seeds": 8,
-            "record_every": 200,
-            "runs": {
-                "linear": {"lam": 0.05, "eta": 0.5, "x_scale": 1.0, "steps": 3000},
-                "relu": {"lam": 0.02, "eta": 0.5, "x_scale": 1.0, "steps": 20000},
-                "relu2": {"lam": 0.02, "eta": 0.5, "x_scale": 1.5, "steps": 12000},
-            },
-        }
+        """The same sizes (a wider relu2 net collapses to θ = 0 at x_scale 1.5), more seeds
+        and, for the two ReLU nets, longer runs."""
+        quick = self.quick()
+        steps = {"linear": 3000, "relu": 20000, "relu2": 12000}
+        runs = {act: {**run, "steps": steps[act]} for act, run in quick["runs"].items()}
+        return {**quick, "seeds": 8, "record_every": 200, "runs": runs}
 
     def run(self, spec, device, show_progress=False) -> list[dict[str, Any]]:
         """The recorded rows of every activation, one table (float64 on the CPU)."""
-        import pandas as pd
-
-        frames = [train_lemma2(act, spec)[3] for act in spec["runs"]]
-        return pd.concat(frames, ignore_index=True).to_dict("records")
+        return stacked_rows(train_lemma2(act, spec)[3] for act in spec["runs"])
 
 
 LEMMA2 = Lemma2Experiment()
@@ -108,10 +97,9 @@ def train_lemma2(activation: str, spec: dict[str, Any], eta: float | None = None
     Returns (weights, x, y, history frame); ``eta`` overrides the step size.
     """
     run = spec["runs"][activation]
-    task = sin_task(spec["n"], spec["d"], a=spec["a"], seed=0)
+    task = deep_task(spec)
     x = run["x_scale"] * task.x
-    dims = [spec["d"]] + [spec["width"]] * (spec["K"] - 1) + [1]
-    init = init_mlp(dims, members=spec["seeds"], seed=1)
+    init = deep_init(spec, spec["K"], seed=1)
     step = run["eta"] if eta is None else eta
     weights, hist = gd(
         init,
@@ -136,19 +124,24 @@ def lemma2_sides_bars(df):
         var_name="side", value_name="value",
     )
     long["side"] = long["side"].map(
-        {"lhs": "λ‖W_k‖²", "rhs": "H^{K−k} B²"}
+        {"lhs": "λ‖W_k‖²", "rhs": "H^(K−k) B²"}
     )
     g = sns.catplot(
         data=long, x="layer", y="value", hue="side", col="activation", kind="bar",
-        errorbar=None, height=2.8, aspect=1.0, sharey=False,
+        errorbar=None, height=2.3, aspect=1.0, sharey=False,
     )
+    g.set_titles("{col_name}", size=10)
     g.set_axis_labels("layer k", "value")
+    g.tick_params(labelsize=9)
+    sns.move_legend(g, "lower center", bbox_to_anchor=(0.5, -0.1), ncol=2, title=None,
+                    frameon=False)
     return g
 
 
 def lemma2_gap_trajectory(df):
     """Lemma 2's relative gap and the per-layer alignment residual along GD (member 0)."""
     import seaborn as sns
+    from matplotlib.ticker import MaxNLocator
 
     data = df[df["member"] == 0].melt(
         id_vars=["step", "activation", "layer"], value_vars=["gap", "residual"],
@@ -157,8 +150,14 @@ def lemma2_gap_trajectory(df):
     data["layer"] = data["layer"].map(lambda k: f"W_{k}")
     g = sns.relplot(
         data=data, x="step", y="value", hue="layer", style="quantity", col="activation",
-        kind="line", height=2.8, aspect=1.1, facet_kws={"sharex": False},
+        kind="line", height=2.3, aspect=1.05, facet_kws={"sharex": False},
     )
     g.set(yscale="log")
+    g.set_titles("{col_name}", size=10)
     g.set_axis_labels("GD step", "relative gap / residual")
+    g.tick_params(labelsize=9)
+    for ax in g.axes.flat:
+        ax.xaxis.set_major_locator(MaxNLocator(3))
+    sns.move_legend(g, "lower center", bbox_to_anchor=(0.5, -0.12), ncol=7, title=None,
+                    frameon=False, fontsize=9, columnspacing=0.8, handlelength=1.6)
     return g
