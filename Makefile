@@ -2,6 +2,8 @@
 # 3.11 or newer) when it is missing or older than requirements.txt, installs the pinned
 # requirements there, and runs. Nothing is installed into your own Python.
 PYTHON ?= python3
+# `make full`: the suite's budget in minutes (it skips what no longer fits, and resumes)
+MINUTES ?= 15
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements.sha256
@@ -31,8 +33,8 @@ test: venv        ## unit tests and every chapter's checks, cell by cell
 lint: venv
 	$(BIN)/ruff check
 
-full: venv        ## on a GPU: the paper's figures at full scale, then the book from them
-	for name in fig3 fig5 fig2 fig6; do $(BIN)/python -m lowrank run $$name --scale full || exit 1; done
+full: venv        ## on a GPU: the suite at full scale within MINUTES, then the book from it
+	$(BIN)/python -m lowrank suite --scale full --minutes $(MINUTES) --out results
 	LOWRANK_SCALE=full $(BIN)/jupyter-book build . -W -n --keep-going
 
 clean:            ## the built book, the execution cache and quick-scale tables

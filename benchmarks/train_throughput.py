@@ -13,6 +13,8 @@ rate, against which the trainers' FLOP/s are reported.
     python benchmarks/train_throughput.py --device cpu --members 8 --steps 20
     python benchmarks/train_throughput.py --device cuda --members 160 --steps 200 \
         --d 100 --hidden 1000 100 --n 1000 --peak-flops 67e12
+    python benchmarks/train_throughput.py --device cuda --members 40 --steps 50 \
+        --d 100 --hidden 1000 100 --n 1000 --tf32 --peak-flops 495e12
 """
 
 from __future__ import annotations
@@ -157,6 +159,8 @@ def main() -> None:
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--dtype", choices=["float32", "float64"], default=None)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU")
+    p.add_argument("--tf32", action="store_true",
+                   help="TF32 matmuls on CUDA (torch.backends.cuda.matmul.allow_tf32)")
     p.add_argument(
         "--peak-flops",
         type=float,
@@ -167,6 +171,7 @@ def main() -> None:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
     dtype = (
         getattr(torch, args.dtype)
         if args.dtype

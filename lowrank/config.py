@@ -5,7 +5,10 @@ An empty value means unset for every ``LOWRANK_`` variable. ``ENVIRONMENT`` list
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -81,10 +84,29 @@ def precision_is_default() -> bool:
     return _env("LOWRANK_PRECISION") is None
 
 
+_RESULTS_OVERRIDE: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "lowrank_results_dir", default=None
+)
+
+
 def results_dir() -> Path:
-    """``LOWRANK_RESULTS`` if set, else ``results/`` in the checkout."""
+    """The folder set by :func:`using_results_dir`, else ``LOWRANK_RESULTS`` if set, else
+    ``results/`` in the checkout."""
+    override = _RESULTS_OVERRIDE.get()
+    if override is not None:
+        return override
     env = _env("LOWRANK_RESULTS")
     return Path(env) if env else DEFAULT_RESULTS_DIR
+
+
+@contextlib.contextmanager
+def using_results_dir(folder: Path | str) -> Iterator[Path]:
+    """Store and look up result tables in ``folder`` inside the block (the suite's --out)."""
+    token = _RESULTS_OVERRIDE.set(Path(folder))
+    try:
+        yield Path(folder)
+    finally:
+        _RESULTS_OVERRIDE.reset(token)
 
 
 def data_dir() -> Path:

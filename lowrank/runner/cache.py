@@ -178,24 +178,20 @@ def load_meta(name: str, scale: str) -> dict[str, Any] | None:
     return json.loads(json_path.read_text())
 
 
-def load_result(name: str, scale: str, spec: dict[str, Any], *, source_sha256: str,
-                precisions: tuple[str, ...] = ("fp64",)):
-    """The stored table as a pandas DataFrame if it is valid for ``spec``, else None (warned).
-
-    A quick-scale table must have been computed by the sources ``source_sha256`` hashes,
-    and every table at one of ``precisions``.
-    """
+def _stored_table(name: str, scale: str, spec: dict[str, Any], source_sha256: str,
+                  precisions: tuple[str, ...]) -> tuple[bytes | None, str | None]:
+    """(the CSV's bytes, None) when a valid table is stored for ``spec``; else (None, the
+    warning saying why not), with no warning when no table is stored at all."""
     csv_path, json_path = paths(name, scale)
     if not csv_path.exists() or not json_path.exists():
-        return None
+        return None, None
     try:
         meta = json.loads(json_path.read_text())
         data = csv_path.read_bytes()
         if not isinstance(meta, dict):
             raise ValueError(f"the sidecar holds a JSON {type(meta).__name__}, not an object")
     except (OSError, ValueError) as exc:  # ValueError: bad JSON, bad UTF-8, not an object
-        warnings.warn(f"{json_path} is unreadable ({exc}); recomputing", stacklevel=2)
-        return None
+        return None, f"{json_path} is unreadable ({exc}); recomputing"
     reason = None
     if meta.get("spec") != json.loads(json.dumps(spec)):
         reason = "its spec differs from the one asked for"
@@ -207,7 +203,36 @@ def load_result(name: str, scale: str, spec: dict[str, Any], *, source_sha256: s
     elif scale == "quick" and meta.get("source_sha256") != source_sha256:
         reason = "it was computed by other lowrank sources"
     if reason:
-        warnings.warn(f"ignoring {csv_path}: {reason}; recomputing", stacklevel=2)
+        return None, f"ignoring {csv_path}: {reason}; recomputing"
+    return data, None
+
+
+def invalid_reason(name: str, scale: str, spec: dict[str, Any], *, source_sha256: str,
+                   precisions: tuple[str, ...] = ("fp64",)) -> str | None:
+    """None when :func:`load_result` would return the stored table, else why not (no pandas
+    needed: what the suite asks to resume)."""
+    data, why = _stored_table(name, scale, spec, source_sha256, precisions)
+    if data is not None:
+        return None
+    return why or f"no table stored at {paths(name, scale)[0]}"
+
+
+def write_json(obj: Any, path: Path) -> None:
+    """Write ``obj`` as indented JSON atomically (a unique temp file, fsync, rename)."""
+    _atomic_write(Path(path), (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def load_result(name: str, scale: str, spec: dict[str, Any], *, source_sha256: str,
+                precisions: tuple[str, ...] = ("fp64",)):
+    """The stored table as a pandas DataFrame if it is valid for ``spec``, else None (warned).
+
+    A quick-scale table must have been computed by the sources ``source_sha256`` hashes,
+    and every table at one of ``precisions``.
+    """
+    data, why = _stored_table(name, scale, spec, source_sha256, precisions)
+    if data is None:
+        if why:
+            warnings.warn(why, stacklevel=2)
         return None
     import pandas as pd
 

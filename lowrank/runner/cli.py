@@ -1,4 +1,4 @@
-"""The command line: ``python -m lowrank list``, ``run NAME`` and ``spectra MODEL``.
+"""The command line: ``python -m lowrank list``, ``run NAME``, ``spectra MODEL`` and ``suite``.
 
 Each subcommand is a function ``cmd_<name>(args) -> int`` added by an
 ``add_<name>(subparsers)`` helper. A user error (a bad value, a missing or corrupt file)
@@ -18,6 +18,7 @@ from typing import Any
 from lowrank.config import SCALES
 from lowrank.config import scale as resolve_scale
 from lowrank.core.metrics import SPECTRAL_METHODS
+from lowrank.core.precision import PRECISIONS
 from lowrank.runner import cache, registry
 
 DESCRIPTION = "Run the companion's experiments and read pretrained checkpoints."
@@ -25,6 +26,9 @@ EXAMPLES = """examples:
   python -m lowrank list
   python -m lowrank run fig3 --scale full --device cuda --seeds 10
   python -m lowrank run fig5 --set steps=20000 --set lams='[0.001]'
+  python -m lowrank run fig3 --scale full --precision tf32
+  python -m lowrank suite --scale full --minutes 15 --out results --precision tf32
+  python -m lowrank suite --dry-run --minutes 1 --out /tmp/suite
   python -m lowrank spectra minilm --out results/spectra
 """
 # settings that count something: an integer >= 1 (a list of them stays non-empty)
@@ -164,7 +168,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_overrides(args.name, exp.spec(scale), overrides)
     check_device(args.device)
     rows = registry.run_and_save(
-        args.name, scale, args.device, overrides or None, show_progress=not args.quiet
+        args.name, scale, args.device, overrides or None, show_progress=not args.quiet,
+        precision=args.precision,
     )
     csv_path, json_path = cache.paths(args.name, scale)
     print(f"{len(rows)} rows written to {csv_path} (metadata in {json_path})")
@@ -195,6 +200,9 @@ def add_run(sub) -> None:
     p.add_argument("--scale", choices=SCALES, default=None, help="default: LOWRANK_SCALE/quick")
     p.add_argument("--device", default=None, help="e.g. cpu, cuda (default: cuda if available)")
     p.add_argument("--seeds", type=int, default=None, help="override the number of seeds")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="matmul precision (default: LOWRANK_PRECISION, else fp64 on the CPU "
+                   "and fp32 on a GPU)")
     p.add_argument(
         "--set",
         action="append",
@@ -268,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_list(sub)
     add_run(sub)
     add_spectra(sub)
+    from lowrank.runner.suite import add_suite  # suite.py imports this module's helpers
+
+    add_suite(sub)
     return parser
 
 

@@ -161,11 +161,18 @@ RULES: dict[str, Callable[[dict[str, Any], str], list[Workload]]] = {
 
 
 def workloads(name: str, spec: dict[str, Any]) -> list[Workload]:
-    """The MLP trainings an experiment's spec asks for (its FLOP model's terms)."""
-    if name not in RULES:
-        raise ValueError(f"no FLOP model for experiment {name!r}; known: {', '.join(RULES)}")
+    """The MLP trainings an experiment's spec asks for (its FLOP model's terms): the
+    experiment's own ``workloads(spec)`` where it defines one, else its rule in ``RULES``."""
     if not isinstance(spec, dict):
         raise TypeError(f"spec must be a dict of settings, got {type(spec).__name__}")
+    if name not in RULES:
+        from lowrank.runner import registry
+
+        own = getattr(registry.registry().get(name), "workloads", None)
+        if own is None:
+            raise ValueError(f"no FLOP model for experiment {name!r}; known: {', '.join(RULES)}"
+                             " and experiments defining workloads(spec)")
+        return own(spec)
     return RULES[name](spec, name)
 
 

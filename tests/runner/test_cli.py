@@ -102,3 +102,15 @@ def test_cli_writes_csv_and_figure(checkpoints, tmp_path):
     lines = csvs[0].read_text().splitlines()
     assert len(lines) == 1 + LAYERS * len(ckpts.ROLES) and lines[0].startswith("model,family")
     assert len(list(tmp_path.glob("*-spectra.png"))) == 1
+
+
+def test_run_takes_a_precision(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LOWRANK_RESULTS", str(tmp_path))
+    assert main(["run", "fig5", "--scale", "quick", "--seeds", "1", "--device", "cpu",
+                 "--set", "steps=2", "--set", "n_test=10", "--quiet",
+                 "--precision", "tf32"]) == 0  # fmt: skip
+    meta = json.loads((tmp_path / "fig5-quick.json").read_text())
+    assert meta["precision"] == "tf32" and meta["precision_emulated"] is True
+    with pytest.raises(SystemExit):
+        main(["run", "fig5", "--precision", "fp16"])
+    assert "--precision" in capsys.readouterr().err

@@ -43,3 +43,19 @@ def test_every_registered_experiment_has_a_model_at_both_scales():
                 assert cost.flops(name, exp.spec(scale)) > 0
     # fig3 at full scale: 160 nets 100-1000-100-1, n = 1000, 1e5 steps (≈ 1.6e16 FLOP)
     assert cost.flops("fig3", registry()["fig3"].spec("full")) == pytest.approx(1.6e16, rel=0.01)
+
+
+def test_every_registered_experiment_has_a_flop_model():
+    """A chapter's experiment needs a rule in RULES or its own workloads(spec)."""
+    from lowrank.runner import registry
+
+    for name, exp in registry.registry().items():
+        assert cost.flops(name, exp.spec("full")) > 0, name
+
+
+def test_an_experiments_own_workloads_are_used():
+    from lowrank.runner import registry
+
+    spec = registry.get("ta-minilm").spec("full")
+    (w,) = cost.workloads("ta-minilm", spec)
+    assert w.dims[0] == 384 and len(w.dims) == 2 * 6 + 2 and w.steps == spec["steps"]
