@@ -108,6 +108,17 @@ def init_mlp(
     return weights
 
 
+def weight_t(w: torch.Tensor) -> torch.Tensor:
+    """Wᵀ of one layer (or of every member's), as the forward pass multiplies by it.
+
+    On the CPU a contiguous copy: torch's batched matmul packs a transposed view of a
+    (E, 1000, 100) weight 1.6x slower than a contiguous one (same bits); cuBLAS takes the
+    transpose as a flag, so on a GPU it stays a view (no extra kernel).
+    """
+    wt = w.transpose(-1, -2)
+    return wt.contiguous() if wt.device.type == "cpu" and wt.ndim > 2 else wt
+
+
 def hidden_preactivations(
     weights: Sequence[torch.Tensor], x: torch.Tensor, activation: str = "relu"
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -116,10 +127,10 @@ def hidden_preactivations(
     h = x
     pre = []
     for w in weights[:-1]:
-        z = matmul(h, w.transpose(-1, -2))
+        z = matmul(h, weight_t(w))
         pre.append(z)
         h = sigma(z)
-    out = matmul(h, weights[-1].transpose(-1, -2)).squeeze(-1)
+    out = matmul(h, weight_t(weights[-1])).squeeze(-1)
     return pre, out
 
 
@@ -171,10 +182,10 @@ def _mlp_backward(
     sigma, slope = act.fn, act.slope
     hs, zs = [x], []
     for w in weights[:-1]:
-        z = matmul(hs[-1], w.transpose(-1, -2))
+        z = matmul(hs[-1], weight_t(w))
         zs.append(z)
         hs.append(sigma(z))
-    out = matmul(hs[-1], weights[-1].transpose(-1, -2)).squeeze(-1)
+    out = matmul(hs[-1], weight_t(weights[-1])).squeeze(-1)
     margins = y * out
     loss = logistic(margins).mean(dim=-1)
     # dL/df_i = y_i ℓ'(y_i f_i)/n, then the chain rule layer by layer downwards.
