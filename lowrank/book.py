@@ -20,6 +20,27 @@ def setup(threads: int = 1) -> None:
     machine) and the book's figure style."""
     torch.set_num_threads(threads)
     book_style()
+    notices_as_one_line()
+
+
+def notices_as_one_line() -> None:
+    """Print the package's notices (:class:`lowrank.runner.cache.Notice`) as 'note: …', one
+    line without the source file and line that warnings show (a path of the machine)."""
+    import warnings
+
+    from lowrank.runner.cache import Notice
+
+    shown = warnings.formatwarning
+    if getattr(shown, "_lowrank", False):
+        return
+
+    def formatwarning(message, category, filename, lineno, line=None):
+        if issubclass(category, Notice):
+            return f"note: {message}\n"
+        return shown(message, category, filename, lineno, line)
+
+    formatwarning._lowrank = True  # type: ignore[attr-defined]
+    warnings.formatwarning = formatwarning
 
 
 def book_style() -> None:

@@ -67,3 +67,19 @@ def test_table_formats_floats_and_float_index_labels():
     multi = frame.set_index("name", append=True)
     assert list(table(multi).index.get_level_values("lam")) == ["0.01", "0.1"]
     assert frame["gap"].dtype == float  # the input is left as it was
+
+
+def test_notices_print_one_line_without_a_path():
+    import warnings
+
+    from lowrank.config import CHECKOUT
+    from lowrank.runner.cache import Notice, shown
+
+    book.notices_as_one_line()
+    book.notices_as_one_line()  # twice: still one wrapper
+    text = warnings.formatwarning("ignoring results/x.csv: stale", Notice, "/abs/registry.py", 9)
+    assert text == "note: ignoring results/x.csv: stale\n"
+    other = warnings.formatwarning("careful", UserWarning, "/abs/x.py", 3)
+    assert "/abs/x.py:3" in other  # other warnings keep their usual form
+    assert shown(CHECKOUT / "results" / "fig3-quick.csv") == "results/fig3-quick.csv"
+    assert shown(CHECKOUT.parent / "elsewhere" / "t.csv") == "t.csv"

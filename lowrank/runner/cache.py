@@ -25,7 +25,18 @@ from typing import Any
 
 import torch
 
-from lowrank.config import results_dir
+from lowrank.config import CHECKOUT, results_dir
+
+
+class Notice(UserWarning):
+    """A note for the reader (a stored table not used, a precision not offered): the book and
+    the command line print it as one line, with no source path of the machine."""
+
+
+def shown(path: Path) -> str:
+    """``path`` as a page may print it: relative to the checkout, else just its name."""
+    path = Path(path).resolve()
+    return str(path.relative_to(CHECKOUT)) if path.is_relative_to(CHECKOUT) else path.name
 
 PACKAGE = Path(__file__).resolve().parent.parent
 
@@ -191,7 +202,7 @@ def _stored_table(name: str, scale: str, spec: dict[str, Any], source_sha256: st
         if not isinstance(meta, dict):
             raise ValueError(f"the sidecar holds a JSON {type(meta).__name__}, not an object")
     except (OSError, ValueError) as exc:  # ValueError: bad JSON, bad UTF-8, not an object
-        return None, f"{json_path} is unreadable ({exc}); recomputing"
+        return None, f"{shown(json_path)} is unreadable ({exc}); recomputing"
     reason = None
     if meta.get("spec") != json.loads(json.dumps(spec)):
         reason = "its spec differs from the one asked for"
@@ -203,7 +214,7 @@ def _stored_table(name: str, scale: str, spec: dict[str, Any], source_sha256: st
     elif scale == "quick" and meta.get("source_sha256") != source_sha256:
         reason = "it was computed by other lowrank sources"
     if reason:
-        return None, f"ignoring {csv_path}: {reason}; recomputing"
+        return None, f"ignoring {shown(csv_path)}: {reason}; recomputing"
     return data, None
 
 
@@ -232,7 +243,7 @@ def load_result(name: str, scale: str, spec: dict[str, Any], *, source_sha256: s
     data, why = _stored_table(name, scale, spec, source_sha256, precisions)
     if data is None:
         if why:
-            warnings.warn(why, stacklevel=2)
+            warnings.warn(why, Notice, stacklevel=2)
         return None
     import pandas as pd
 

@@ -57,7 +57,8 @@ def offered_precision(exp: Experiment, precision: str, strict: bool = True) -> s
     order = matmul_precision.PRECISIONS  # finest first
     finer = [p for p in order[: order.index(precision)] if p in offered]
     chosen = finer[-1] if finer else offered[0]
-    warnings.warn(f"{exp.name} does not offer {precision}; running it at {chosen}", stacklevel=3)
+    warnings.warn(f"{exp.name} does not offer {precision}; running it at {chosen}",
+                  cache.Notice, stacklevel=3)
     return chosen
 
 
