@@ -290,6 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads < 1:
         return _fail(f"--threads: expected an integer >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
+    from lowrank.book import notices_as_one_line
+
+    notices_as_one_line()  # 'note: …', no source path
     try:
         return args.func(args)
     except UsageError as exc:
