@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import torch
+from sphere_data import sphere_data
 
 from lowrank.core import engine, metrics, models
 from lowrank.core.attention import (
@@ -26,13 +27,7 @@ from lowrank.core.models import (
 )
 from lowrank.data.synthetic import eps_task_pair, marked_token_task, signed_pair_task, sin_task
 
-
-def _data(E=3, n=12, d=6, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(E, n, d, generator=gen, dtype=torch.float64)
-    x = x / x.norm(dim=-1, keepdim=True)
-    y = torch.where(torch.randn(E, n, generator=gen) >= 0, 1.0, -1.0).double()
-    return x, y
+_data = sphere_data
 
 
 def _init(m, d, seed):
