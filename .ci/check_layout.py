@@ -1,7 +1,8 @@
-"""Nothing on a built page is wider than its text column, and every formula typesets: display
-maths, printed results and tables all fit, and MathJax shows no error box. Headless Chromium opens each page from disk at a laptop's width, waits for
-MathJax, and measures every display equation and cell output whose content is wider than the
-box it sits in (the box would have to scroll sideways, or would be cut off).
+"""Nothing on a built page is wider than its text column, and every formula typesets:
+display maths, printed results and tables all fit, and MathJax shows no error box.
+Headless Chromium opens each page from disk at a laptop's width, waits for MathJax, and
+measures every display equation and cell output whose content is wider than the box it sits
+in (the box would have to scroll sideways, or would be cut off).
 
 Usage: python .ci/check_layout.py [--width 1280] [PAGE.html ...]   (default: every chapter)
 Exit 0 when everything fits, 1 otherwise (page, element, content and box widths in px),
@@ -30,8 +31,8 @@ MEASURE = """
 window.addEventListener('load', () => {
   const done = () => {
     const bad = [];
-    const boxes = document.querySelectorAll(
-      'article mjx-container[display="true"], article .cell_output .output, article div.math-wrapper');
+    const boxes = document.querySelectorAll('article mjx-container[display="true"], '
+      + 'article .cell_output .output, article div.math-wrapper');
     for (const el of boxes) {
       if (el.scrollWidth > el.clientWidth + %(slack)d && el.clientWidth > 0) {
         const text = (el.textContent || '').trim().replace(/\\s+/g, ' ').slice(0, 70);

@@ -83,3 +83,15 @@ def test_notices_print_one_line_without_a_path():
     assert "/abs/x.py:3" in other  # other warnings keep their usual form
     assert shown(CHECKOUT / "results" / "fig3-quick.csv") == "results/fig3-quick.csv"
     assert shown(CHECKOUT.parent / "elsewhere" / "t.csv") == "t.csv"
+
+
+def test_provenance_table_names_each_tables_source(tmp_path, monkeypatch):
+    from lowrank.runner import registry
+
+    monkeypatch.setenv("LOWRANK_RESULTS", str(tmp_path))
+    registry.run_and_save("lemma3-grid", "quick", "cpu", show_progress=False, precision="fp32")
+    t = book.provenance_table("lemma3-grid", "fig3")
+    assert t.loc["lemma3-grid", "precision"] == "fp32" and t.loc["lemma3-grid", "scale"] == "quick"
+    assert t.loc["fig3", "precision"] == ""  # nothing stored: blank, not invented
+    with pytest.raises(ValueError, match="unknown experiments"):
+        book.provenance_table("nope")
