@@ -158,3 +158,19 @@ def test_closed_form_gradient_matches_autograd():
     shallow_loss(w, u, pair.first.x, pair.first.y).backward()
     closed = shallow_gradient(w.detach(), u, pair.first.x, pair.first.y)
     assert torch.allclose(closed, w.grad, atol=1e-15, rtol=1e-13)
+
+
+def test_cpu_backward_in_member_chunks_equals_the_whole_batch(monkeypatch):
+    """Cache-sized member groups give the whole ensemble's loss and gradients (float64)."""
+    x, y = _data(E=5, n=12, d=6)
+    w = init_mlp([6, 8, 4, 1], seed=1, members=5)
+    whole = models._mlp_backward(w, x, y, "relu")
+    monkeypatch.setattr(models, "CPU_CHUNK_ELEMENTS", 2 * 12 * 8)  # two members a group
+    chunked = models.mlp_backward_in_chunks(w, x, y, "relu")
+    assert torch.allclose(chunked[0], whole[0], rtol=1e-14, atol=0)
+    for a, b in zip(chunked[1], whole[1], strict=True):
+        assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-12, atol=1e-15)
+    shared = models.mlp_backward_in_chunks(w, x[0], y[0], "relu")  # one data set for all
+    ref = models._mlp_backward(w, x[0], y[0], "relu")
+    for a, b in zip(shared[1], ref[1], strict=True):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-15)
