@@ -29,7 +29,10 @@ SLACK_PX = 4  # sub-pixel rounding and MathJax's own margins
 MEASURE = """
 <script>
 window.addEventListener('load', () => {
+  let measured = false;
   const done = () => {
+    if (measured) return;
+    measured = true;
     const bad = [];
     const boxes = document.querySelectorAll('article mjx-container[display="true"], '
       + 'article .cell_output .output, article div.math-wrapper');
@@ -51,6 +54,7 @@ window.addEventListener('load', () => {
   };
   const mj = window.MathJax && window.MathJax.startup && window.MathJax.startup.promise;
   (mj ? mj.then(() => setTimeout(done, 200)) : setTimeout(done, 500));
+  setTimeout(done, 25000);  // a page whose MathJax never settles is measured anyway
 });
 </script>
 """
@@ -60,18 +64,19 @@ def overflowing(exe: str, page: Path, width: int, profile: str) -> list[dict]:
     """The page's display maths and outputs whose content is wider than their box."""
     source = page.read_text(encoding="utf-8")
     probe = page.with_name(f".layout-probe-{page.name}")
-    probe.write_text(source.replace("</body>", MEASURE % {"slack": SLACK_PX} + "</body>", 1),
-                     encoding="utf-8")
+    head, body_end, tail = source.rpartition("</body>")  # the last one: outputs may quote one
+    probe.write_text(head + MEASURE % {"slack": SLACK_PX} + body_end + tail, encoding="utf-8")
     try:
         cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
-               f"--window-size={width},1000", "--virtual-time-budget=20000", "--dump-dom",
+               f"--window-size={width},1000", "--virtual-time-budget=40000", "--dump-dom",
                probe.resolve().as_uri()]
-        dom = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=True).stdout
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=True)
+        dom = done.stdout
     finally:
         probe.unlink(missing_ok=True)
     found = re.search(r'<pre id="layout-check">(.*?)</pre>', dom, flags=re.S)
     if found is None:
-        raise RuntimeError(f"{page}: the measuring script did not run")
+        raise RuntimeError(f"{page}: the measuring script did not run: {done.stderr[-300:]}")
     import html
 
     return json.loads(html.unescape(found.group(1)))
@@ -89,9 +94,9 @@ def main(argv: list[str]) -> int:
         return 2
     pages = args.pages or sorted(Path("_build/html/book").glob("[0-9][0-9]_*.html"))
     failed = 0
-    with tempfile.TemporaryDirectory() as profile:
-        for page in pages:
-            bad = overflowing(exe, page, args.width, profile)
+    for page in pages:
+        with tempfile.TemporaryDirectory() as profile:  # a fresh one: a reused profile
+            bad = overflowing(exe, page, args.width, profile)  # dumps before load
             failed += bool(bad)
             print(f"{page}: {'ok' if not bad else f'{len(bad)} too wide'}")
             for b in bad:
