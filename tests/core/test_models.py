@@ -165,11 +165,13 @@ def test_cpu_backward_in_member_chunks_equals_the_whole_batch(monkeypatch):
     x, y = _data(E=5, n=12, d=6)
     w = init_mlp([6, 8, 4, 1], seed=1, members=5)
     whole = models._mlp_backward(w, x, y, "relu")
-    monkeypatch.setattr(models, "CPU_CHUNK_ELEMENTS", 2 * 12 * 8)  # two members a group
-    chunked = models.mlp_backward_in_chunks(w, x, y, "relu")
-    assert torch.allclose(chunked[0], whole[0], rtol=1e-14, atol=0)
-    for a, b in zip(chunked[1], whole[1], strict=True):
-        assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-12, atol=1e-15)
+    for group in (2, 1):  # two members a group, then one net at a time (2-D GEMMs)
+        monkeypatch.setattr(models, "CPU_CHUNK_ELEMENTS", group * 12 * 8)
+        chunked = models.mlp_backward_in_chunks(w, x, y, "relu")
+        assert chunked[0].shape == whole[0].shape
+        assert torch.allclose(chunked[0], whole[0], rtol=1e-14, atol=0)
+        for a, b in zip(chunked[1], whole[1], strict=True):
+            assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-12, atol=1e-15)
     shared = models.mlp_backward_in_chunks(w, x[0], y[0], "relu")  # one data set for all
     ref = models._mlp_backward(w, x[0], y[0], "relu")
     for a, b in zip(shared[1], ref[1], strict=True):
