@@ -129,6 +129,12 @@ def layer_head_balance(
         raise ValueError(f"heads must be a positive integer (attention heads), got {heads!r}")
     heads = int(heads)
     d_in = q.shape[1]
+    if q.shape[1:] == k.shape[1:] and k.shape[0] < q.shape[0] and q.shape[0] % k.shape[0] == 0:
+        raise ValueError(
+            f"k is narrower than q ({tuple(k.shape)} vs {tuple(q.shape)}): grouped-query "
+            "attention shares one K head among several Q heads, and the per-head balance "
+            "Q_h Q_hᵀ = K_h K_hᵀ is derived for one K per Q head; use the spectra instead"
+        )
     if q.shape != k.shape or q.shape[0] % heads:
         raise ValueError(f"q and k must share a shape (heads*d_h, d), got {q.shape}, {k.shape}")
     if v.shape[0] != o.shape[1] or v.shape[0] % heads:

@@ -290,3 +290,14 @@ def test_spectra_figure_draws_the_gate_where_a_checkpoint_has_it():
     fig = ch06.transformer_spectra(plain)
     assert _drawn_roles(fig) == list(ckpts.ROLES) and "G" not in ch06.spectra_roles(plain)
     plt.close(fig)
+
+
+def test_head_balance_refuses_grouped_query_attention_by_name():
+    import torch
+
+    from lowrank.chapters import ch06_transformers as ch06
+
+    q, k = torch.randn(8, 8), torch.randn(4, 8)  # 4 Q heads of 2, 2 K heads: GQA
+    v, o = torch.randn(4, 8), torch.randn(8, 4)
+    with pytest.raises(ValueError, match="grouped-query attention"):
+        ch06.layer_head_balance(q, k, v, o, heads=4)
