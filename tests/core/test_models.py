@@ -164,7 +164,8 @@ def test_cpu_backward_in_member_chunks_equals_the_whole_batch(monkeypatch):
     """Cache-sized member groups give the whole ensemble's loss and gradients (float64)."""
     x, y = _data(E=5, n=12, d=6)
     w = init_mlp([6, 8, 4, 1], seed=1, members=5)
-    whole = models._mlp_backward(w, x, y, "relu")
+    monkeypatch.setattr(models, "CPU_CHUNK_ELEMENTS", 10**12)  # one group: the whole batch
+    whole = models.mlp_backward_in_chunks(w, x, y, "relu")
     for group in (2, 1):  # two members a group, then one net at a time (2-D GEMMs)
         monkeypatch.setattr(models, "CPU_CHUNK_ELEMENTS", group * 12 * 8)
         chunked = models.mlp_backward_in_chunks(w, x, y, "relu")
@@ -173,6 +174,7 @@ def test_cpu_backward_in_member_chunks_equals_the_whole_batch(monkeypatch):
         for a, b in zip(chunked[1], whole[1], strict=True):
             assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-12, atol=1e-15)
     shared = models.mlp_backward_in_chunks(w, x[0], y[0], "relu")  # one data set for all
-    ref = models._mlp_backward(w, x[0], y[0], "relu")
+    monkeypatch.setattr(models, "CPU_CHUNK_ELEMENTS", 10**12)
+    ref = models.mlp_backward_in_chunks(w, x[0], y[0], "relu")
     for a, b in zip(shared[1], ref[1], strict=True):
         assert torch.allclose(a, b, rtol=1e-12, atol=1e-15)
