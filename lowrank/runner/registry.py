@@ -41,24 +41,30 @@ class FullScaleTableMissing(RuntimeError):
         self.name = name
 
 
-def offered_precision(exp: Experiment, precision: str, strict: bool = True) -> str:
-    """``precision`` if ``exp`` offers it (its ``precisions``, default all). Otherwise, asked
-    for explicitly (``strict``), a ValueError naming the ones it offers: a check whose tolerance
-    is rounding only cannot be run coarser; asked for by ``LOWRANK_PRECISION`` or a suite-wide
-    setting, the coarsest offered precision finer than it, with a warning."""
-    offered = getattr(exp, "precisions", matmul_precision.PRECISIONS)
+def offered_precision(exp: Experiment, precision: str, strict: bool = True,
+                      spec: dict[str, Any] | None = None, announce: bool = True) -> str:
+    """``precision`` if ``exp`` offers it (its ``precisions``, default all; never fp64 when
+    its ``spec`` pins ``dtype: float32``). Otherwise, asked for explicitly (``strict``), a
+    ValueError naming the ones it offers: a check whose tolerance is rounding only cannot be run
+    coarser; asked for by ``LOWRANK_PRECISION``, a suite-wide setting or the device's default,
+    the coarsest offered precision finer than it (else its first), with a notice if
+    ``announce``."""
+    offered = tuple(getattr(exp, "precisions", matmul_precision.PRECISIONS))
+    if (spec or {}).get("dtype") == "float32":
+        offered = tuple(p for p in offered if p != "fp64")  # it trains in float32 regardless
     if precision in offered:
         return precision
     if strict:
         raise ValueError(
             f"experiment {exp.name!r} does not offer precision {precision!r}; it offers "
-            f"{', '.join(offered)} (its checks need that rounding)"
+            f"{', '.join(offered)} (its checks need that rounding, or its spec pins the dtype)"
         )
     order = matmul_precision.PRECISIONS  # finest first
     finer = [p for p in order[: order.index(precision)] if p in offered]
     chosen = finer[-1] if finer else offered[0]
-    warnings.warn(f"{exp.name} does not offer {precision}; running it at {chosen}",
-                  cache.Notice, stacklevel=3)
+    if announce:
+        warnings.warn(f"{exp.name} does not offer {precision}; running it at {chosen}",
+                      cache.Notice, stacklevel=3)
     return chosen
 
 
@@ -127,7 +133,8 @@ def run_and_save(
     sc = resolve_scale(scale)
     spec = {**exp.spec(sc), **(overrides or {})}
     dev = torch.device(device) if device is not None else default_device()
-    prec = offered_precision(exp, resolve_precision(precision, dev), strict=precision is not None)
+    prec = offered_precision(exp, resolve_precision(precision, dev), strict=precision is not None,
+                             spec=spec, announce=not precision_is_default())
     start = time.perf_counter()
     with matmul_precision.using(prec, dev):
         rows = exp.run(spec, dev, show_progress)
@@ -161,7 +168,8 @@ def load_or_run(
     sc = resolve_scale(scale)
     spec = {**exp.spec(sc), **(overrides or {})}
     prec = offered_precision(exp, resolve_precision(precision, device),
-                             strict=precision is not None)
+                             strict=precision is not None, spec=spec,
+                             announce=not precision_is_default())
     explicit = precision is not None or not precision_is_default()
     accept = (prec,) if sc == "quick" or explicit else matmul_precision.PRECISIONS
     cached = cache.load_result(name, sc, spec, source_sha256=cache.source_hash(exp.module),

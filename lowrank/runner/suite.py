@@ -100,7 +100,7 @@ def run_suite(out: Path, scale: str = "full", minutes: float = 15.0,
     names = suite_order(only if only else registry.registry())
     exps = {n: registry.get(n) for n in names}
     specs = {n: e.smoke(e.spec(sc)) if dry_run else e.spec(sc) for n, e in exps.items()}
-    precs = {n: _offered(e, prec, log) for n, e in exps.items()}
+    precs = {n: _offered(e, prec, log, specs[n]) for n, e in exps.items()}
     manifest: dict[str, Any] = {
         "suite": {"status": "running", "scale": sc, "dry_run": dry_run, "minutes": minutes,
                   "precision": prec, "device": str(dev), "device_name": _device_name(dev),
@@ -221,11 +221,11 @@ def _preflight_one(name, exp, spec, device, precision, manifest, save) -> None:
     save()
 
 
-def _offered(exp, precision: str, log) -> str:
+def _offered(exp, precision: str, log, spec=None) -> str:
     """The precision ``exp`` runs at in a suite at ``precision`` (the finer one it offers)."""
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
-        chosen = registry.offered_precision(exp, precision, strict=False)
+        chosen = registry.offered_precision(exp, precision, strict=False, spec=spec)
     if chosen != precision:
         log(f"{exp.name} does not offer {precision}: it runs at {chosen}")
     return chosen

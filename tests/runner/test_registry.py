@@ -136,3 +136,14 @@ def test_a_suite_wide_precision_falls_back_to_a_finer_offered_one(store, toy, mo
     with pytest.warns(UserWarning, match="toy-test does not offer bf16; running it at fp32"):
         registry.run_and_save("toy-test", scale="quick", device="cpu")
     assert registry.stored_precision("toy-test", "quick") == "fp32"
+
+
+def test_a_spec_pinning_float32_is_recorded_as_fp32_not_the_cpu_default(store, toy, monkeypatch):
+    monkeypatch.delenv("LOWRANK_PRECISION", raising=False)
+    monkeypatch.setattr(type(toy), "quick", lambda self: {"n": 3, "seed": 0, "dtype": "float32"})
+    registry.run_and_save("toy-test", scale="quick", device="cpu")  # default fp64: silent
+    assert registry.stored_precision("toy-test", "quick") == "fp32"
+    assert registry.load_or_run("toy-test", scale="quick", device="cpu") is not None
+    assert toy.runs == 1  # the stored fp32 table is the one a default load asks for
+    with pytest.raises(ValueError, match="does not offer precision 'fp64'"):
+        registry.run_and_save("toy-test", scale="quick", device="cpu", precision="fp64")
