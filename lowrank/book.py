@@ -137,17 +137,19 @@ def table(frame: Any, fmt: str = "{:.3g}", index_fmt: str = "{:g}") -> Any:
 
 def provenance_table(*names: str) -> Any:
     """Where the named experiments' stored tables came from (scale, device, precision, date),
-    from their sidecars, as a compact table for a chapter's last section."""
+    from their sidecars, as a compact table; every experiment's, with its chapter, if none
+    is named (the status page)."""
     import pandas as pd
 
     from lowrank.runner.registry import provenance
 
-    rows = [r for r in provenance() if r["experiment"] in names]
-    if len(rows) != len(names):
+    rows = [r for r in provenance() if not names or r["experiment"] in names]
+    if names and len(rows) != len(names):
         known = {r["experiment"] for r in rows}
         raise ValueError(f"unknown experiments: {sorted(set(names) - known)}")
     frame = pd.DataFrame(rows).set_index("experiment")
     frame["date"] = frame["date"].str[:16].str.replace("T", " ")
     frame["precision"] = [f"{p} (emulated)" if e is True else p
                           for p, e in zip(frame["precision"], frame["emulated"], strict=True)]
-    return frame[["scale", "device", "precision", "date", "wall time (s)", "rows"]]
+    columns = ["scale", "device", "precision", "date", "wall time (s)", "rows"]
+    return frame[columns if names else ["chapter", "stored", *columns]]

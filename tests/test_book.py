@@ -95,3 +95,8 @@ def test_provenance_table_names_each_tables_source(tmp_path, monkeypatch):
     assert t.loc["fig3", "precision"] == ""  # nothing stored: blank, not invented
     with pytest.raises(ValueError, match="unknown experiments"):
         book.provenance_table("nope")
+
+
+def test_provenance_table_of_every_experiment_names_its_chapter():
+    t = book.provenance_table()
+    assert t.loc["fig3", "chapter"] == "ch10" and "stored" in t.columns and len(t) >= 17

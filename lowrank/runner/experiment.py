@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from lowrank.config import SCALES
+from lowrank.core.precision import PRECISIONS
 
 #: steps (and ``steps_*``) of a smoke spec; epochs become SMOKE_EPOCHS, record_every at most
 #: SMOKE_STEPS (so every run records its first and last step)
@@ -82,6 +83,8 @@ class Experiment:
     name: str = ""
     description: str = ""
     full_cost: str = ""
+    #: the matmul precisions its checks allow (a subclass narrows it where rounding matters)
+    precisions: tuple[str, ...] = PRECISIONS
 
     def quick(self) -> dict[str, Any]:
         """The settings at quick scale: minutes on a 2-core CPU (CI and the default book)."""

@@ -43,13 +43,13 @@ class FullScaleTableMissing(RuntimeError):
 
 def offered_precision(exp: Experiment, precision: str, strict: bool = True,
                       spec: dict[str, Any] | None = None, announce: bool = True) -> str:
-    """``precision`` if ``exp`` offers it (its ``precisions``, default all; never fp64 when
+    """``precision`` if ``exp`` offers it (its ``precisions``; never fp64 when
     its ``spec`` pins ``dtype: float32``). Otherwise, asked for explicitly (``strict``), a
     ValueError naming the ones it offers: a check whose tolerance is rounding only cannot be run
     coarser; asked for by ``LOWRANK_PRECISION``, a suite-wide setting or the device's default,
     the coarsest offered precision finer than it (else its first), with a notice if
     ``announce``."""
-    offered = tuple(getattr(exp, "precisions", matmul_precision.PRECISIONS))
+    offered = tuple(exp.precisions)
     if (spec or {}).get("dtype") == "float32":
         offered = tuple(p for p in offered if p != "fp64")  # it trains in float32 regardless
     if precision in offered:

@@ -122,7 +122,7 @@ def test_provenance_reads_each_tables_sidecar(store, toy):
 
 
 def test_an_experiment_refuses_a_precision_it_does_not_offer(store, toy, monkeypatch):
-    monkeypatch.setattr(type(toy), "precisions", ("fp64", "fp32"), raising=False)
+    monkeypatch.setattr(type(toy), "precisions", ("fp64", "fp32"))
     with pytest.raises(ValueError, match="does not offer precision 'tf32'.*fp64, fp32"):
         registry.run_and_save("toy-test", scale="quick", device="cpu", precision="tf32")
     registry.run_and_save("toy-test", scale="quick", device="cpu", precision="fp32")
@@ -131,7 +131,7 @@ def test_an_experiment_refuses_a_precision_it_does_not_offer(store, toy, monkeyp
 
 
 def test_a_suite_wide_precision_falls_back_to_a_finer_offered_one(store, toy, monkeypatch):
-    monkeypatch.setattr(type(toy), "precisions", ("fp64", "fp32"), raising=False)
+    monkeypatch.setattr(type(toy), "precisions", ("fp64", "fp32"))
     monkeypatch.setenv("LOWRANK_PRECISION", "bf16")
     with pytest.warns(UserWarning, match="toy-test does not offer bf16; running it at fp32"):
         registry.run_and_save("toy-test", scale="quick", device="cpu")
