@@ -106,7 +106,7 @@ class Figure2(Experiment):
 
     name = "fig2"
     description = "Figure 2: average inverse stable rank, errors and loss vs λ (K = 3, SGD)"
-    full_cost = "110 members x 50,000 SGD steps: est. 1-3 min on one GPU (not yet measured)"
+    full_cost = "110 members x 50,000 SGD steps (width-10 nets: launch-bound on a GPU)"
 
     def _base(self) -> dict[str, Any]:
         return {

@@ -226,7 +226,7 @@ class Fig3(MergingExperiment):
         "Figure 3: merged vs individual training loss (different vs same task), "
         "a λ sweep, stable ranks of individual and merged nets"
     )
-    full_cost = "~10 min on one H100, estimated: 160 nets 100-1000-100-1, 1e5 GD steps, 1.6e16 FLOP"
+    full_cost = "160 nets 100-1000-100-1, n = 1000, 1e5 GD steps"
 
     def quick(self) -> dict[str, Any]:
         """Three λ, λ = 10⁻² the main one."""
@@ -247,7 +247,7 @@ class Fig5(MergingExperiment):
         "Figure 5 (Appendix D.2): held-out misclassification error of individual and "
         "merged nets, different vs same task"
     )
-    full_cost = "~3 min on one H100, estimated: 40 nets 100-1000-100-1, 1e5 GD steps, 4e15 FLOP"
+    full_cost = "40 nets 100-1000-100-1, n = 1000, 1e5 GD steps"
 
     def quick(self) -> dict[str, Any]:
         """λ = 10⁻², 1000 held-out inputs."""

@@ -193,7 +193,7 @@ class OverlapExperiment(Experiment):
         "Chapter 12: merged vs individual loss as the cross-task overlap ε grows (shallow "
         "net of Eq. (3) and a ReLU MLP), with Lemma 4's terms"
     )
-    full_cost = "~10 min on one H100 (2x520 nets, 2e4 GD steps)"
+    full_cost = "2x520 nets, 2e4 GD steps"
     #: Lemma 4's bound is checked at equality (ε = 0) up to t·u: TF32's and bf16's u
     #: (5e-4, 4e-3) times 10⁴ steps leave nothing to check, so they are not offered
     precisions = ("fp64", "fp32")
@@ -272,7 +272,7 @@ class KTasksExperiment(Experiment):
         "Chapter 12: the sum of k nets trained on k mutually orthogonal input subspaces, "
         "loss on each task against k, for several widths"
     )
-    full_cost = "~10 min on one H100 (480 nets up to 128-1000-250-1, 2e4 GD steps)"
+    full_cost = "480 nets up to 128-1000-250-1, 2e4 GD steps"
 
     def quick(self) -> dict[str, Any]:
         """Up to 16 tasks of dimension 2, two widths."""

@@ -95,7 +95,7 @@ class RulesExperiment(Experiment):
         "Chapter 12: sum, average, task arithmetic and TIES on the same trained pairs "
         "(orthogonal, overlapping and same-task inputs)"
     )
-    full_cost = "~3 min on one H100 (60 nets 100-1000-100-1, 2e4 GD steps)"
+    full_cost = "60 nets 100-1000-100-1, 2e4 GD steps"
 
     def quick(self) -> dict[str, Any]:
         """Three settings, three seeds, seven scales for task arithmetic and TIES."""
@@ -165,7 +165,7 @@ class LambdaExperiment(Experiment):
         "Chapter 12: the smallest weight decay λ that makes the merge of orthogonal tasks "
         "work after t GD steps, against the initialisation factor (1−ηλ)^t"
     )
-    full_cost = "~20 min on one H100 (160 nets 100-1000-100-1, 1e5 GD steps)"
+    full_cost = "160 nets 100-1000-100-1, 1e5 GD steps"
 
     def quick(self) -> dict[str, Any]:
         """Six λ, two seeds, 800 GD steps."""

@@ -304,7 +304,7 @@ class TaskArithmeticMiniLM(Experiment):
     name = "ta-minilm"
     description = ("Chapter 13: fine-tune all-MiniLM-L6-v2 on two template text tasks "
                    "(anchored GD and AdamW), merge task vectors, Lemma 4's leak")
-    full_cost = "~3 min on one H200, estimated: 14 copies of MiniLM, all 6 layers, 1000 steps"
+    full_cost = "14 copies of MiniLM, all 6 layers, 1000 steps"
 
     def quick(self) -> dict[str, Any]:
         """The top layer and the head, 24 sentences of 3 words per task, 50 steps."""

@@ -25,8 +25,20 @@ from lowrank.core.checks import (
     check_pm1_labels,
     check_positive,
     check_steps,
+    check_weights,
 )
-from lowrank.core.models import Model, Params, linear_predictor, mlp, shallow_net
+from lowrank.core.models import (
+    Model,
+    Params,
+    check_support,
+    inputs_on_support,
+    join_first_layer,
+    linear_predictor,
+    mlp,
+    mlp_on_support,
+    shallow_net,
+    split_first_layer,
+)
 from lowrank.core.progress import progress
 
 Recorder = Callable[[int, list[torch.Tensor], torch.Tensor], list[dict[str, Any]]]
@@ -293,15 +305,30 @@ def gd(
     record: Recorder = record_loss_and_norms,
     show_progress: bool = False,
     backward: bool = False,
+    support: torch.Tensor | Sequence[int] | None = None,
 ) -> tuple[list[torch.Tensor], History]:
     """Full-batch GD of an MLP (Section 2's update); hand-written backprop with ``backward``.
 
     Inputs ``x`` are (n, d) (shared) or (E, n, d) (one data set per member), labels
     ``y`` (n,) or (E, n); ``lam`` is a scalar or one λ per member. See :func:`fit`.
+    ``support`` (b,) or (E, b) names the only input columns where ``x`` may be nonzero: the
+    same iterates, but each step multiplies by b of W₁'s d columns and only decays the rest
+    (:func:`~lowrank.core.models.mlp_on_support`); ``record`` still sees whole weights.
     """
     check_pm1_labels(y)
-    return fit(mlp(activation, backward), weights, x, y, lam, eta, steps,
-               record_every=record_every, record=record, show_progress=show_progress)
+    if support is None:
+        return fit(mlp(activation, backward), weights, x, y, lam, eta, steps,
+                   record_every=record_every, record=record, show_progress=show_progress)
+    weights = check_weights(weights)
+    on, off = check_support(support, weights, x)
+
+    def record_whole(step: int, ps: list[torch.Tensor], loss: torch.Tensor) -> list[dict]:
+        return record(step, join_first_layer(ps, on, off), loss)
+
+    ps, history = fit(mlp_on_support(activation, backward), split_first_layer(weights, on, off),
+                      inputs_on_support(x, on), y, lam, eta, steps, record_every=record_every,
+                      record=record_whole, show_progress=show_progress)
+    return join_first_layer(ps, on, off), history
 
 
 def sgd(

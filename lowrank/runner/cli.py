@@ -19,7 +19,7 @@ from lowrank.config import SCALES
 from lowrank.config import scale as resolve_scale
 from lowrank.core.metrics import SPECTRAL_METHODS
 from lowrank.core.precision import PRECISIONS
-from lowrank.runner import cache, registry
+from lowrank.runner import cache, cost, registry
 
 DESCRIPTION = "Run the companion's experiments and read pretrained checkpoints."
 EXAMPLES = """examples:
@@ -146,10 +146,11 @@ def check_out_dir(text: str) -> Path:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """Print every registered experiment with its full-scale cost."""
+    """Print every registered experiment, its full-scale size and the FLOP model's time."""
     for name, exp in registry.registry().items():
         print(f"{name:<10} {exp.description}")
         print(f"{'':<10} full scale: {exp.full_cost}")
+        print(f"{'':<10} {cost.summary(name, exp.full())}")
     return 0
 
 

@@ -99,7 +99,8 @@ def _fig2_replicates(spec, name):  # two fig2 runs (one per init seed) per pair
 def _fig6(spec, name):  # three roles per seed and λ; inputs are two pooled 28×28 images
     pool, n, widths, lams, scales, steps, seeds = _need(
         spec, name, "pool", "n_train", "widths", "lams", "init_scales", "steps", "seeds")
-    d = 2 * (28 // pool) ** 2
+    # each member trains on its own task's image columns (gd's support), half of the 2p inputs
+    d = (28 // pool) ** 2
     return [Workload((d, *widths, 1), n, 3 * seeds * len(lams) * len(scales), steps)]
 
 
@@ -200,6 +201,18 @@ def cpu_seconds(name: str, spec: dict[str, Any], precision: str = "fp32",
     if precision not in rates:
         raise ValueError(f"precision must be one of {sorted(rates)}, got {precision!r}")
     return flops(name, spec) / rates[precision]
+
+
+def summary(name: str, spec: dict[str, Any], device: Device = H100) -> str:
+    """One line for ``python -m lowrank list``: the FLOP model's total and device minutes."""
+    try:
+        total = flops(name, spec)
+    except ValueError:
+        return "FLOP model: none for this experiment"
+    fp32, tf32 = (device_seconds(name, spec, device, p) / 60 for p in ("fp32", "tf32"))
+    return (f"FLOP model: {total:.2g} FLOP; one {device.name}: {fp32:.2g} min fp32, "
+            f"{tf32:.2g} min TF32 (assumed {EFFICIENCY['large']:.0%} of peak, "
+            f"{EFFICIENCY['small']:.0%} when a width is below {LARGE_WIDTH})")
 
 
 def predictions(specs: dict[str, dict[str, Any]], device: Device = H100,

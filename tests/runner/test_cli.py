@@ -11,7 +11,7 @@ import pytest
 from tiny_checkpoints import LAYERS, write_checkpoints
 
 from lowrank.data import checkpoints as ckpts
-from lowrank.runner import cli
+from lowrank.runner import cli, registry
 from lowrank.runner.cli import build_parser, main
 
 
@@ -25,6 +25,7 @@ def test_list_names_experiments_with_full_cost(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "fig3" in out and "fig5" in out and "full scale:" in out
+    assert out.count("FLOP model:") == len(registry.registry())
 
 
 def test_module_entry_point():

@@ -45,6 +45,23 @@ def test_every_registered_experiment_has_a_model_at_both_scales():
     assert cost.flops("fig3", registry()["fig3"].spec("full")) == pytest.approx(1.6e16, rel=0.01)
 
 
+def test_fig6_counts_each_members_own_784_columns_not_the_padded_1568():
+    # the trainer multiplies by W1's columns on the member's support (engine.gd's support)
+    from lowrank.core.models import flops_per_step
+
+    spec = registry()["fig6"].spec("full")
+    assert cost.workloads("fig6", spec) == [cost.Workload((784, 1000, 100, 1), 1000, 120, 100_000)]
+    assert cost.flops("fig6", spec) == flops_per_step((784, 1000, 100, 1), 1000, 120) * 100_000
+
+
+def test_the_list_line_is_the_flop_model():
+    spec = registry()["fig3"].spec("full")
+    line = cost.summary("fig3", spec)
+    minutes = cost.device_seconds("fig3", spec, cost.H100, "tf32") / 60
+    assert line.startswith("FLOP model: 1.6e+16 FLOP") and f"{minutes:.2g} min TF32" in line
+    assert cost.summary("nope", {}) == "FLOP model: none for this experiment"
+
+
 def test_every_registered_experiment_has_a_flop_model():
     """A chapter's experiment needs a rule in RULES or its own workloads(spec)."""
     from lowrank.runner import registry
