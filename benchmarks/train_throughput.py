@@ -20,6 +20,7 @@ rate, against which the trainers' FLOP/s are reported.
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -29,8 +30,7 @@ from lowrank.core import engine
 from lowrank.core.losses import empirical_loss
 from lowrank.core.models import flops_per_step, init_mlp
 
-# one x86 core with two 256-bit FMA units at ~3 GHz: 16 float64 FLOP/cycle ≈ 5e10 FLOP/s
-CPU_PEAK_DEFAULT = 5e10
+BMM = "torch.bmm, the step's 8 products"
 
 
 def _sync(device: torch.device) -> None:
@@ -154,6 +154,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--members", type=int, default=8)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=3,
+                   help="interleaved rounds of every trainer; medians and ranges are reported")
     p.add_argument("--d", type=int, default=100)
     p.add_argument("--hidden", type=int, nargs="+", default=[200, 50])
     p.add_argument("--n", type=int, default=200)
@@ -165,7 +167,8 @@ def main() -> None:
         "--peak-flops",
         type=float,
         default=None,
-        help=f"device peak FLOP/s (default: {CPU_PEAK_DEFAULT:g} on CPU)",
+        help="device peak FLOP/s for the %% of peak column (default: none; the machine's "
+        "own bmm rate, measured in the same run, is the reference)",
     )
     args = p.parse_args()
     device = torch.device(args.device)
@@ -186,36 +189,46 @@ def main() -> None:
     y = torch.where(torch.randn(E, n, generator=gen) >= 0, 1.0, -1.0).to(device, dtype)
     lam, eta = 1e-4, 1.0
     flops = flops_per_step(dims, n, E)
-    peak = args.peak_flops or (CPU_PEAK_DEFAULT if device.type == "cpu" else None)
-    t_b = batched(weights, x, y, lam, eta, args.steps, device)
-    t_a = autograd_batched(weights, x, y, lam, eta, args.steps, device)
-    t_n = naive(weights, x, y, lam, eta, args.steps, device)
-    t_v = vmap_ensemble(weights, x, y, lam, eta, args.steps, device)
-    t_m, bmm_flops = bmm_rate(weights, x, args.steps, device)
+    peak = args.peak_flops
+    trainers = {
+        "batched (engine.gd, backward=True)": batched,
+        "batched autograd (engine.gd)": autograd_batched,
+        "naive loop (nn.Module + SGD)": naive,
+        "vmap(grad) ensemble (torch.func)": vmap_ensemble,
+    }
+    # Interleaved repeats on a shared machine: a burst of load slows one round of every
+    # trainer, not one trainer, and each ratio is taken within its round.
+    times: dict[str, list[float]] = {k: [] for k in [*trainers, BMM]}
+    for _ in range(args.repeats):
+        for name, fn in trainers.items():
+            times[name].append(fn(weights, x, y, lam, eta, args.steps, device))
+        t_m, bmm_flops = bmm_rate(weights, x, args.steps, device)
+        times[BMM].append(t_m)
     tf32 = device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
     print(
         f"device={device} dtype={dtype} tf32={tf32} threads={torch.get_num_threads()} "
-        f"dims={dims} n={n} members={E} steps={args.steps}"
+        f"dims={dims} n={n} members={E} steps={args.steps} repeats={args.repeats}"
     )
     print(f"FLOPs per ensemble step (analytic): {flops:.3g}")
-    bmm = bmm_flops * args.steps / t_m
     print(f"FLOPs of the step's eight bmm products: {bmm_flops:.3g}")
-    print("| trainer | steps/s | FLOP/s | % of bmm rate | % of peak |")
+    bmm = bmm_flops * args.steps / statistics.median(times[BMM])
+    print("| trainer (median of the repeats) | steps/s | FLOP/s | % of bmm rate | % of peak |")
     print("| --- | --- | --- | --- | --- |")
-    timings = (
-        ("batched (engine.gd, backward=True)", t_b),
-        ("batched autograd (engine.gd)", t_a),
-        ("naive loop (nn.Module + SGD)", t_n),
-        ("vmap(grad) ensemble (torch.func)", t_v),
-        ("torch.bmm, the step's 8 products", t_m),
-    )
-    for name, t in timings:
-        rate = args.steps / t
+    for name, ts in times.items():
+        rate = args.steps / statistics.median(ts)
         pct = f"{100 * flops * rate / peak:.1f}" if peak else "n/a"
         print(f"| {name} | {rate:.2f} | {flops * rate:.3g} | {100 * flops * rate / bmm:.0f} "
               f"| {pct} |")
-    print(f"ratios: batched/naive {t_n / t_b:.2f}x, batched/vmap {t_v / t_b:.2f}x, "
-          f"batched/bmm-rate {t_m / t_b:.2f} (peak assumed: {peak or 'unknown'})")
+    batched_t = times["batched (engine.gd, backward=True)"]
+    print("| ratio (median; min-max over the repeats) | value |")
+    print("| --- | --- |")
+    for label, other in (("batched / naive", "naive loop (nn.Module + SGD)"),
+                         ("batched / vmap", "vmap(grad) ensemble (torch.func)"),
+                         ("batched rate / bmm rate", BMM)):
+        ratios = [o / b for o, b in zip(times[other], batched_t, strict=True)]
+        print(f"| {label} | {statistics.median(ratios):.2f} "
+              f"({min(ratios):.2f}-{max(ratios):.2f}) |")
+    print(f"(peak assumed: {peak or 'unknown'})")
 
 
 if __name__ == "__main__":

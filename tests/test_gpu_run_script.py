@@ -38,7 +38,7 @@ def test_the_dry_run_writes_every_stage_output(tmp_path):
     info = (out / "info.txt").read_text()
     assert "torch" in info and "python" in info and "nvidia-smi" in info
     throughput = (out / "throughput.txt").read_text()
-    assert throughput.count("batched/naive") == 2 and "vmap" in throughput
+    assert throughput.count("| batched / naive |") == 2 and "vmap" in throughput
     manifest = json.loads((out / "results" / "manifest.json").read_text())
     assert manifest["suite"]["status"] == "finished" and manifest["suite"]["precision"] == "tf32"
     assert {e["status"] for e in manifest["experiments"].values()} == {"done"}

@@ -111,12 +111,23 @@ def init_mlp(
 def weight_t(w: torch.Tensor) -> torch.Tensor:
     """Wᵀ of one layer (or of every member's), as the forward pass multiplies by it.
 
-    On the CPU a contiguous copy: torch's batched matmul packs a transposed view of a
-    (E, 1000, 100) weight 1.6x slower than a contiguous one (same bits); cuBLAS takes the
-    transpose as a flag, so on a GPU it stays a view (no extra kernel).
+    On the CPU a contiguous copy: torch packs a transposed view of a (1000, 100) weight
+    1.3x (one net) to 1.6x (a batch) slower than a contiguous one, for the same bits; cuBLAS
+    takes the transpose as a flag, so on a GPU it stays a view (no extra kernel).
     """
     wt = w.transpose(-1, -2)
-    return wt.contiguous() if wt.device.type == "cpu" and wt.ndim > 2 else wt
+    return wt.contiguous() if wt.device.type == "cpu" else wt
+
+
+def weight_grad(g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """Σ_i g_i h_iᵀ, the weight gradient gᵀh of one layer (per member), shape (out, in).
+
+    On the CPU a tall result (out > in) is formed as (hᵀg)ᵀ: the same bits, 1.15x faster for
+    the paper's (1000, 100) first layer.
+    """
+    if h.device.type == "cpu" and g.shape[-1] > h.shape[-1]:
+        return matmul(h.transpose(-1, -2), g).transpose(-1, -2)
+    return matmul(g.transpose(-1, -2), h)
 
 
 def hidden_preactivations(
@@ -180,11 +191,15 @@ def _mlp_backward(
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     act = ACTIVATION_TABLE[activation]
     sigma, slope = act.fn, act.slope
-    hs, zs = [x], []
+    relu = act.name == "relu"
+    hs: list[torch.Tensor] = [x]
+    zs: list[torch.Tensor | None] = []
     for w in weights[:-1]:
         z = matmul(hs[-1], weight_t(w))
-        zs.append(z)
-        hs.append(sigma(z))
+        # ReLU in place: h > 0 exactly where z > 0, so the backward masks by h and z is not
+        # kept (one (n, width) pass and buffer less per layer: 2x faster on the CPU)
+        zs.append(None if relu else z)
+        hs.append(z.clamp_min_(0) if relu else sigma(z))
     out = matmul(hs[-1], weight_t(weights[-1])).squeeze(-1)
     margins = y * out
     loss = logistic(margins).mean(dim=-1)
@@ -192,13 +207,13 @@ def _mlp_backward(
     g = (y * logistic_prime(margins) / x.shape[-2]).unsqueeze(-1)
     grads: list[torch.Tensor] = [torch.empty(0)] * len(weights)
     for k in range(len(weights) - 1, -1, -1):
-        grads[k] = matmul(g.transpose(-1, -2), hs[k])
+        grads[k] = weight_grad(g, hs[k])
         if k > 0:
             g = matmul(g, weights[k])
-            if act.name == "relu":
-                # g·1[z > 0] as autograd's own ReLU backward: one vectorised pass, 5-9x
+            if relu:
+                # g·1[h > 0] as autograd's own ReLU backward: one vectorised pass, 5-9x
                 # faster on the CPU than compare-cast-multiply or torch.where
-                g = torch.ops.aten.threshold_backward(g, zs[k - 1], 0)
+                g = torch.ops.aten.threshold_backward(g, hs[k], 0)
             elif slope is not None:
                 g = g * slope(zs[k - 1])
     return loss, grads
