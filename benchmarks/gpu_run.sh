@@ -7,7 +7,7 @@
 # Needs python3 with torch and numpy (pandas for the experiments that build tables with it);
 # installs nothing: the repository root goes on PYTHONPATH. Everything is written under
 # OUTDIR: info.txt, suite.log and results/ (tables, sidecars, manifest.json), throughput.txt,
-# profile/ (trace.json, key_averages.txt, profile.json), summary.txt. Each stage has a time
+# record_norms.txt, profile/ (trace.json, key_averages.txt, profile.json), summary.txt. Each stage has a time
 # limit (`timeout`); a failing stage is reported and the next one runs. The suite gets the
 # budget less RESERVE_MIN minutes for the other stages. A preflight failure stops the suite
 # before any long run; the script then reruns it without that experiment (up to 3 times),
@@ -52,7 +52,7 @@ cd "$ROOT"
 if (( DRY )); then
     RESERVE_MIN=0; SUITE_MIN=$MINUTES; T_INFO=60; T_BENCH=60; T_PROF=120; GRACE=60
 else
-    RESERVE_MIN=4; T_INFO=60; T_BENCH=60; T_PROF=60; GRACE=60
+    RESERVE_MIN=5; T_INFO=60; T_BENCH=60; T_PROF=60; GRACE=60  # 5 stages of <= 60 s
     SUITE_MIN=$("$PY" -c "import sys; m = float(sys.argv[1]); print(max(m - $RESERVE_MIN, m / 2))" "$MINUTES")
 fi
 START=$(date +%s)
@@ -153,6 +153,15 @@ run_stage "throughput fp32" "$T_BENCH" "$OUT/throughput.txt" \
     "$PY" benchmarks/train_throughput.py "${bench[@]}" --peak-flops 67e12
 run_stage "throughput tf32" "$T_BENCH" "$OUT/throughput.txt" \
     "$PY" benchmarks/train_throughput.py "${bench[@]}" --tf32 --peak-flops 495e12
+
+# --- 3b. a record's spectral norms: svdvals against batched Lanczos (metrics.spectral_norm) -----
+if (( DRY )); then
+    norms=(--device cpu --members 2 --shape 50 70 --threads 1)
+else
+    norms=(--device cuda --members 16)
+fi
+run_stage "record norms" "$T_BENCH" "$OUT/record_norms.txt" \
+    "$PY" benchmarks/record_norms.py "${norms[@]}"
 
 # --- 4. profile of the slowest experiment's smoke spec ------------------------------------------
 if (( DRY )); then

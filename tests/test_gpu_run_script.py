@@ -31,7 +31,8 @@ def test_the_dry_run_writes_every_stage_output(tmp_path):
     out = tmp_path / "gpu"
     proc = _run(out, None, "--dry-run", "1", str(out))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for name in ("info.txt", "suite.log", "throughput.txt", "summary.txt", "profile.log",
+    for name in ("info.txt", "suite.log", "throughput.txt", "record_norms.txt", "summary.txt",
+                 "profile.log",
                  "results/manifest.json", "results/fig3-quick.csv", "results/lemma1-quick.json",
                  "profile/trace.json", "profile/key_averages.txt", "profile/profile.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
@@ -39,6 +40,7 @@ def test_the_dry_run_writes_every_stage_output(tmp_path):
     assert "torch" in info and "python" in info and "nvidia-smi" in info
     throughput = (out / "throughput.txt").read_text()
     assert throughput.count("| batched / naive |") == 2 and "vmap" in throughput
+    assert "| spectral_norm_lanczos |" in (out / "record_norms.txt").read_text()
     manifest = json.loads((out / "results" / "manifest.json").read_text())
     assert manifest["suite"]["status"] == "finished" and manifest["suite"]["precision"] == "tf32"
     assert {e["status"] for e in manifest["experiments"].values()} == {"done"}

@@ -259,7 +259,7 @@ def add_spectra(sub) -> None:
     p.add_argument("model", help="checkpoint folder/file, cached Hugging Face id, or 'minilm'")
     p.add_argument("--out", default="results/spectra", help="output folder (default %(default)s)")
     p.add_argument("--method", choices=SPECTRAL_METHODS, default="exact",
-                   help="spectral norm by exact svdvals or block power iteration")
+                   help="spectral norm by exact svdvals, block power iteration or Lanczos")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available)")
     p.add_argument("--no-figures", action="store_true", help="write the CSV only")
     p.set_defaults(func=cmd_spectra)

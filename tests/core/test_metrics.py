@@ -195,4 +195,39 @@ def test_power_iteration_against_known_singular_values():
     one = float(metrics.spectral_norm_power(w, iters=1, block=1, tol=1e-12))
     assert metrics.relative_error(one, 5.0) > 1e-3
     with pytest.raises(ValueError, match="method must be one of"):
-        metrics.matrix_norms(w, method="lanczos")
+        metrics.matrix_norms(w, method="randomized")
+
+
+def _gaussian(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def test_lanczos_spectral_norm_matches_svdvals_on_a_gaussian_batch():
+    # a Gaussian matrix has the smallest top gap a training run meets (its initialisation)
+    w = _gaussian(2, 400, 600)
+    exact = torch.linalg.svdvals(w)[..., 0]
+    rel = (metrics.spectral_norm_lanczos(w) - exact).abs() / exact
+    assert rel.max() < 1e-12
+
+
+def test_lanczos_is_exact_once_the_krylov_space_is_the_whole_space():
+    for w in (_gaussian(5, 7, 3, seed=1), _gaussian(3, 30, 50, seed=2).mT,
+              _gaussian(4, 200, 1, seed=3) @ _gaussian(4, 1, 90, seed=4)):  # rank one: stops early
+        exact = torch.linalg.svdvals(w)[..., 0]
+        assert torch.allclose(metrics.spectral_norm_lanczos(w, steps=64), exact, rtol=1e-13)
+
+
+def test_lanczos_with_too_few_steps_is_a_visible_lower_bound():
+    w = _gaussian(2, 400, 600)
+    exact = torch.linalg.svdvals(w)[..., 0]
+    short = metrics.spectral_norm_lanczos(w, steps=3)
+    assert (short <= exact * (1 + 1e-14)).all() and ((exact - short) / exact).max() > 1e-3
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        metrics.spectral_norm_lanczos(w, steps=0)
+
+
+def test_spectral_norm_on_the_cpu_is_lapacks_and_lanczos_is_offered_by_name():
+    w = _gaussian(3, 40, 70)
+    assert torch.equal(metrics.spectral_norm(w), torch.linalg.matrix_norm(w, ord=2))
+    _, spec = metrics.matrix_norms(w, "lanczos")
+    assert torch.allclose(spec, torch.linalg.svdvals(w)[..., 0], rtol=1e-13)
