@@ -19,14 +19,15 @@ from unittest import mock
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from lowrank.core import engine
+from lowrank.core import engine, models
 from lowrank.core.models import init_mlp
 
 VIEWS = {"aten::transpose", "aten::reshape", "aten::detach", "aten::squeeze", "aten::unsqueeze",
          "aten::view", "aten::t", "aten::expand", "aten::as_strided", "aten::alias",
          "aten::_reshape_alias", "aten::empty", "aten::result_type", "aten::resolve_conj",
          "aten::resolve_neg", "aten::lift_fresh", "aten::flatten", "aten::detach_",
-         "aten::empty_strided", "aten::_unsafe_view", "aten::scalar_tensor", "aten::empty_like"}
+         "aten::empty_strided", "aten::_unsafe_view", "aten::scalar_tensor", "aten::empty_like",
+         "aten::mT", "aten::permute"}
 SYNCS = {"aten::item", "aten::_local_scalar_dense", "aten::is_nonzero"}
 
 
@@ -37,9 +38,11 @@ def leaf_ops(steps: int, backward: bool, args) -> collections.Counter:
     y = torch.where(x[:, 0] > 0, 1.0, -1.0)
     w0 = init_mlp([args.d, *args.hidden, 1], seed=0, members=args.members, dtype=torch.float32)
     lam = torch.linspace(0, 1e-2, args.members)
-    with mock.patch.object(engine, "syncs_are_cheap", lambda device: False, create=True):
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            engine.gd(w0, x, y, lam, 0.5, steps, backward=backward, record_every=10**9)
+    with (mock.patch.object(engine, "syncs_are_cheap", lambda device: False),
+          mock.patch.object(models, "cpu_layouts", lambda device: not args.gpu_path),
+          profile(activities=[ProfilerActivity.CPU]) as prof):
+        engine.gd(w0, x, y, lam, 0.5, steps, backward=backward, record_every=10**9)
+
     def launches(e) -> bool:  # real work whose children (if any) are views or allocations
         return (e.name.startswith("aten::") and e.name not in VIEWS
                 and all(c.name in VIEWS for c in e.cpu_children))
@@ -55,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--hidden", type=int, nargs="+", default=[64, 16])
     p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--cpu-layouts", dest="gpu_path", action="store_false",
+                   help="count the CPU's own path (contiguous Wᵀ copies, transposed gradients)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     print(f"dims {args.d}-{'-'.join(map(str, args.hidden))}-1, n={args.n}, "

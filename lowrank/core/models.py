@@ -108,6 +108,12 @@ def init_mlp(
     return weights
 
 
+def cpu_layouts(device: torch.device) -> bool:
+    """Whether the products take the CPU's layouts (contiguous Wᵀ, tall gradients transposed,
+    members in cache-sized groups); a GPU keeps views and one batch (cuBLAS transposes by flag)."""
+    return device.type == "cpu"
+
+
 def weight_t(w: torch.Tensor) -> torch.Tensor:
     """Wᵀ of one layer (or of every member's), as the forward pass multiplies by it.
 
@@ -116,7 +122,7 @@ def weight_t(w: torch.Tensor) -> torch.Tensor:
     takes the transpose as a flag, so on a GPU it stays a view (no extra kernel).
     """
     wt = w.transpose(-1, -2)
-    return wt.contiguous() if wt.device.type == "cpu" else wt
+    return wt.contiguous() if cpu_layouts(wt.device) else wt
 
 
 def weight_grad(g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -125,7 +131,7 @@ def weight_grad(g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     On the CPU a tall result (out > in) is formed as (hᵀg)ᵀ: the same bits, 1.15x faster for
     the paper's (1000, 100) first layer.
     """
-    if h.device.type == "cpu" and g.shape[-1] > h.shape[-1]:
+    if cpu_layouts(h.device) and g.shape[-1] > h.shape[-1]:
         return matmul(h.transpose(-1, -2), g).transpose(-1, -2)
     return matmul(g.transpose(-1, -2), h)
 
@@ -228,10 +234,11 @@ CPU_CHUNK_ELEMENTS = 1 << 20
 def mlp_backward_in_chunks(
     weights: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor, activation: str
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The hand-written backward, members in cache-sized groups on the CPU (the same bits:
-    members are independent and each member's products are the same GEMMs)."""
+    """The hand-written backward, members in cache-sized groups on the CPU: the same iterates
+    to rounding (members are independent, but a 2-D GEMM and a batched one may sum in another
+    order: at the paper's widths the weights differ by 3e-8 of their size in float32)."""
     w0 = weights[0]
-    if w0.device.type != "cpu" or w0.ndim < 3:
+    if not cpu_layouts(w0.device) or w0.ndim < 3:
         return _mlp_backward(weights, x, y, activation)
     members = w0.shape[0]
     width = max(w.shape[-2] for w in weights)

@@ -18,9 +18,9 @@ from typing import Any
 
 from lowrank.core.models import flops_per_step
 
-#: measured on this 2-core CPU, one thread, paper widths 100-1000-100-1, n = 1000, 4 members
-#: (benchmarks/README.md): the batched trainer's FLOP/s in float32 and float64
-CPU_RATE = {"fp32": 5.16e10, "fp64": 2.74e10}
+#: measured on this 2-core CPU, one thread, paper widths 100-1000-100-1, n = 1000, 4 members,
+#: median of 5 interleaved repeats (benchmarks/README.md): the batched trainer's FLOP/s
+CPU_RATE = {"fp32": 1.0e11, "fp64": 4.99e10}
 
 
 @dataclass(frozen=True)

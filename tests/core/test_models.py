@@ -178,3 +178,32 @@ def test_cpu_backward_in_member_chunks_equals_the_whole_batch(monkeypatch):
     ref = models.mlp_backward_in_chunks(w, x[0], y[0], "relu")
     for a, b in zip(shared[1], ref[1], strict=True):
         assert torch.allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+def _layout_run(monkeypatch, dtype, cpu: bool, chunk: int):
+    from lowrank.core import engine
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 40, 8, generator=g, dtype=dtype)
+    y = torch.where(torch.randn(3, 40, generator=g) > 0, 1.0, -1.0).to(dtype)
+    w = init_mlp([8, 32, 4, 1], members=3, seed=1, dtype=dtype)
+    monkeypatch.setattr(models, "CPU_CHUNK_ELEMENTS", chunk)
+    monkeypatch.setattr(models, "cpu_layouts", lambda device: cpu)
+    return engine.gd(w, x, y, 1e-2, 0.5, 25, backward=True)[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_cpu_layouts_give_the_gpu_paths_bits(dtype, monkeypatch):
+    # contiguous Wᵀ and tall gradients as (hᵀg)ᵀ change the speed, not one bit
+    cpu = _layout_run(monkeypatch, dtype, True, 1 << 40)
+    gpu = _layout_run(monkeypatch, dtype, False, 1 << 40)
+    for a, b in zip(cpu, gpu, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_cpu_member_groups_agree_with_one_batch_to_rounding(monkeypatch):
+    # 2-D GEMMs per member and one batched GEMM may sum in another order: not the same bits
+    one = _layout_run(monkeypatch, torch.float64, True, 1 << 40)
+    groups = _layout_run(monkeypatch, torch.float64, True, 40 * 32)
+    for a, b in zip(one, groups, strict=True):
+        assert (a - b).abs().max() <= 1e-13 * a.abs().max()
