@@ -19,7 +19,7 @@ from unittest import mock
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from lowrank.core import engine, models
+from lowrank.core import engine, layouts
 from lowrank.core.models import init_mlp
 
 VIEWS = {"aten::transpose", "aten::reshape", "aten::detach", "aten::squeeze", "aten::unsqueeze",
@@ -39,7 +39,7 @@ def leaf_ops(steps: int, backward: bool, args) -> collections.Counter:
     w0 = init_mlp([args.d, *args.hidden, 1], seed=0, members=args.members, dtype=torch.float32)
     lam = torch.linspace(0, 1e-2, args.members)
     with (mock.patch.object(engine, "syncs_are_cheap", lambda device: False),
-          mock.patch.object(models, "cpu_layouts", lambda device: not args.gpu_path),
+          mock.patch.object(layouts, "cpu_layouts", lambda device: not args.gpu_path),
           profile(activities=[ProfilerActivity.CPU]) as prof):
         engine.gd(w0, x, y, lam, 0.5, steps, backward=backward, record_every=10**9)
 

@@ -251,19 +251,9 @@ class Fig6(Experiment):
         support = torch.stack([
             torch.arange(p, 2 * p) if m[3] == "task2" else torch.arange(p) for m in members
         ])
-        _, history = gd(
-            w0,
-            x,
-            y,
-            lam_t,
-            spec["eta"],
-            spec["steps"],
-            record_every=spec["record_every"],
-            record=record,
-            show_progress=show_progress,
-            backward=True,
-            support=support,
-        )
+        _, history = gd(w0, x, y, lam_t, spec["eta"], spec["steps"],
+                        record_every=spec["record_every"], record=record,
+                        show_progress=show_progress, backward=True, support=support)
         return history.rows
 
 

@@ -27,19 +27,15 @@ from lowrank.core.checks import (
     check_steps,
     check_weights,
 )
-from lowrank.core.models import (
-    Model,
-    Params,
+from lowrank.core.models import Model, Params, linear_predictor, mlp, shallow_net
+from lowrank.core.progress import progress
+from lowrank.core.support import (
     check_support,
     inputs_on_support,
     join_first_layer,
-    linear_predictor,
-    mlp,
     mlp_on_support,
-    shallow_net,
     split_first_layer,
 )
-from lowrank.core.progress import progress
 
 Recorder = Callable[[int, list[torch.Tensor], torch.Tensor], list[dict[str, Any]]]
 #: ``stop(step, params, grads) -> bool``: end the run after recording this step
@@ -313,7 +309,7 @@ def gd(
     ``y`` (n,) or (E, n); ``lam`` is a scalar or one λ per member. See :func:`fit`.
     ``support`` (b,) or (E, b) names the only input columns where ``x`` may be nonzero: the
     same iterates, but each step multiplies by b of W₁'s d columns and only decays the rest
-    (:func:`~lowrank.core.models.mlp_on_support`); ``record`` still sees whole weights.
+    (:func:`~lowrank.core.support.mlp_on_support`); ``record`` still sees whole weights.
     """
     check_pm1_labels(y)
     if support is None:

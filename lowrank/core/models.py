@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lowrank.core import layouts
 from lowrank.core.checks import (
     check_finite,
     check_mlp_data,
@@ -27,6 +28,7 @@ from lowrank.core.checks import (
     check_weights,
     ensemble_size,
 )
+from lowrank.core.layouts import weight_grad, weight_t
 from lowrank.core.losses import empirical_loss, logistic, logistic_prime
 from lowrank.core.precision import matmul
 
@@ -106,34 +108,6 @@ def init_mlp(
         w = torch.randn(*lead, fan_out, fan_in, generator=gen, dtype=torch.float64)
         weights.append((w * (init_scale / fan_in**0.5)).to(dtype=dtype, device=device))
     return weights
-
-
-def cpu_layouts(device: torch.device) -> bool:
-    """Whether the products take the CPU's layouts (contiguous Wᵀ, tall gradients transposed,
-    members in cache-sized groups); a GPU keeps views and one batch (cuBLAS transposes by flag)."""
-    return device.type == "cpu"
-
-
-def weight_t(w: torch.Tensor) -> torch.Tensor:
-    """Wᵀ of one layer (or of every member's), as the forward pass multiplies by it.
-
-    On the CPU a contiguous copy: torch packs a transposed view of a (1000, 100) weight
-    1.3x (one net) to 1.6x (a batch) slower than a contiguous one, for the same bits; cuBLAS
-    takes the transpose as a flag, so on a GPU it stays a view (no extra kernel).
-    """
-    wt = w.transpose(-1, -2)
-    return wt.contiguous() if cpu_layouts(wt.device) else wt
-
-
-def weight_grad(g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """Σ_i g_i h_iᵀ, the weight gradient gᵀh of one layer (per member), shape (out, in).
-
-    On the CPU a tall result (out > in) is formed as (hᵀg)ᵀ: the same bits, 1.15x faster for
-    the paper's (1000, 100) first layer.
-    """
-    if cpu_layouts(h.device) and g.shape[-1] > h.shape[-1]:
-        return matmul(h.transpose(-1, -2), g).transpose(-1, -2)
-    return matmul(g.transpose(-1, -2), h)
 
 
 def hidden_preactivations(
@@ -238,7 +212,7 @@ def mlp_backward_in_chunks(
     to rounding (members are independent, but a 2-D GEMM and a batched one may sum in another
     order: at the paper's widths the weights differ by 3e-8 of their size in float32)."""
     w0 = weights[0]
-    if not cpu_layouts(w0.device) or w0.ndim < 3:
+    if not layouts.cpu_layouts(w0.device) or w0.ndim < 3:
         return _mlp_backward(weights, x, y, activation)
     members = w0.shape[0]
     width = max(w.shape[-2] for w in weights)
@@ -283,119 +257,6 @@ def mlp(activation_name: str = "relu", backward: bool = False) -> Model:
         return mlp_backward_in_chunks(ps, x, y, activation_name)
 
     return Model(loss, _check_mlp, ensemble_size, hand if backward else None)
-
-
-# --- MLPs whose inputs live on a block of coordinates (Figure 6's zero-padded tasks) ---------
-
-
-def _columns(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """The columns ``idx`` of the last axis: idx (b,) for every member or (E, b) one row each."""
-    if idx.ndim == 1:
-        return t[..., idx]
-    if t.ndim == 2:  # shared (n, d) inputs, one support per member: (E, n, b)
-        return t[:, idx].transpose(0, 1).contiguous()
-    return t.gather(-1, idx[:, None, :].expand(t.shape[0], t.shape[1], idx.shape[1]))
-
-
-def _put_columns(out: torch.Tensor, idx: torch.Tensor, values: torch.Tensor) -> None:
-    if idx.ndim == 1:
-        out[..., idx] = values
-    else:
-        out.scatter_(-1, idx[:, None, :].expand(*values.shape), values)
-
-
-def check_support(
-    support: torch.Tensor | Sequence[int], weights: Sequence[torch.Tensor], x: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The support S of the inputs and its complement, refusing one the inputs leave.
-
-    ``support`` lists b distinct input columns, (b,) for every member or (E, b) one row per
-    member; ``x`` must be exactly zero in every other column. Returns (S, S^c) as long tensors
-    on the weights' device.
-    """
-    w0 = weights[0]
-    d = w0.shape[-1]
-    s = torch.as_tensor(support, device=w0.device)
-    members = ensemble_size(weights)
-    if s.is_floating_point() or s.is_complex() or s.dtype == torch.bool:
-        raise ValueError(f"support must hold integer column indices, got dtype {s.dtype}")
-    rows_ok = s.ndim == 1 or (s.ndim == 2 and members is not None and s.shape[0] == members)
-    if not rows_ok or s.shape[-1] < 1:
-        per_member = "" if members is None else f" or ({members}, b)"
-        raise ValueError(
-            f"support must have shape (b,){per_member} with b >= 1 columns, got {tuple(s.shape)}"
-        )
-    s = s.long()
-    if s.min() < 0 or s.max() >= d:
-        raise ValueError(f"support must index the {d} input columns (0..{d - 1}), "
-                         f"got values {int(s.min())}..{int(s.max())}")
-    rows = s.reshape(-1, s.shape[-1])
-    if (rows.sort(dim=-1).values.diff(dim=-1) == 0).any():
-        raise ValueError("support must list distinct columns in each row")
-    outside = torch.ones(rows.shape[0], d, dtype=torch.bool, device=s.device)
-    outside.scatter_(-1, rows, False)
-    complement = torch.arange(d, device=s.device).expand_as(outside)[outside]
-    complement = complement.reshape(*s.shape[:-1], d - s.shape[-1])
-    if x.shape[-1] != d:
-        raise ValueError(f"x must have shape (n, {d}) or (E, n, {d}), got {tuple(x.shape)}")
-    leaked = _columns(x, complement.to(x.device)) != 0
-    if leaked.any():
-        where = leaked.nonzero()[0].tolist()
-        row = complement if complement.ndim == 1 else complement[where[0]]
-        member = f" of member {where[0]}" if leaked.ndim == 3 else ""
-        raise ValueError(
-            f"x must be zero outside support, but column {int(row[where[-1]])} of input "
-            f"{where[-2]}{member} is not"
-        )
-    return s, complement
-
-
-def split_first_layer(
-    weights: Sequence[torch.Tensor], support: torch.Tensor, complement: torch.Tensor
-) -> Params:
-    """[W₁ on S, W₁ off S, W₂, …]: the parameters :func:`mlp_on_support` trains."""
-    w0 = weights[0]
-    return [_columns(w0, support), _columns(w0, complement), *weights[1:]]
-
-
-def join_first_layer(params: Sequence[torch.Tensor], support: torch.Tensor,
-                     complement: torch.Tensor) -> Params:
-    """The weight list [W₁, W₂, …] back from :func:`split_first_layer`'s blocks (no arithmetic)."""
-    on, off = params[0], params[1]
-    w0 = on.new_empty(*on.shape[:-1], on.shape[-1] + off.shape[-1])
-    _put_columns(w0, support, on)
-    _put_columns(w0, complement, off)
-    return [w0, *params[2:]]
-
-
-def inputs_on_support(x: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
-    """The inputs' columns S: shared (n, b) for a shared support, else (E, n, b)."""
-    return _columns(x, support.to(x.device))
-
-
-def mlp_on_support(activation_name: str = "relu", backward: bool = False) -> Model:
-    """The MLP on inputs x_S, with W₁ split into its columns on S and off S.
-
-    W₁x = W₁[:, S]x_S when x is zero off S, so ∇_{W₁[:, S^c]}L = 0 exactly: that block never
-    reaches the loss and the engine only decays it, and each step's first-layer products
-    shrink from d to |S| columns (half of them for Figure 6's zero-padded tasks).
-    """
-    activation(activation_name)
-
-    def net(ps: Params) -> Params:
-        return [ps[0], *ps[2:]]
-
-    def loss(ps: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return mlp_loss(net(ps), x, y, activation_name)
-
-    def hand(ps: Params, x: torch.Tensor, y: torch.Tensor):
-        value, grads = mlp_backward_in_chunks(net(ps), x, y, activation_name)
-        return value, [grads[0], None, *grads[1:]]
-
-    def check(ps: Params, x: torch.Tensor, y: torch.Tensor) -> None:
-        _check_mlp(net(ps), x, y)
-
-    return Model(loss, check, ensemble_size, hand if backward else None)
 
 
 def flops_per_step(dims: Sequence[int], n: int, members: int = 1) -> float:

@@ -25,22 +25,32 @@ CPU_RATE = {"fp32": 1.0e11, "fp64": 4.99e10}
 
 @dataclass(frozen=True)
 class Device:
-    """A device's published dense peak FLOP/s per precision, and where the figures come from."""
+    """A device's published dense peak FLOP/s per precision and memory bandwidth (bytes/s)."""
 
     name: str
     peak: dict[str, float]
     source: str
+    bandwidth: float
 
 
 #: NVIDIA H100 SXM5 datasheet (dense, no sparsity): FP32 67 TFLOP/s, TF32 Tensor Core 495,
-#: BF16 Tensor Core 990 (the datasheet's 989/1979 "with sparsity" figures halved).
+#: BF16 Tensor Core 990 (the datasheet's 989/1979 "with sparsity" figures halved); HBM3 3.35 TB/s.
 H100 = Device("H100 SXM", {"fp32": 67e12, "tf32": 495e12, "bf16": 990e12},
-              "NVIDIA H100 Tensor Core GPU datasheet, SXM5 column, dense")
-#: the H200 has the H100's compute (more and faster memory): the same peaks
-H200 = Device("H200 SXM", dict(H100.peak), "NVIDIA H200 datasheet: same compute as H100 SXM")
+              "NVIDIA H100 Tensor Core GPU datasheet, SXM5 column, dense", 3.35e12)
+#: the H200 has the H100's compute and faster memory (HBM3e, 4.8 TB/s)
+H200 = Device("H200 SXM", dict(H100.peak),
+              "NVIDIA H200 datasheet: same compute as H100 SXM, 4.8 TB/s", 4.8e12)
 
-#: assumed fraction of peak: large batched matmuls (every hidden width ≥ LARGE_WIDTH) and small
-EFFICIENCY = {"large": 0.5, "small": 0.05}
+#: assumed fraction of peak: large batched matmuls (every hidden width ≥ LARGE_WIDTH) and small;
+#: and of the memory bandwidth for the elementwise passes
+EFFICIENCY = {"large": 0.5, "small": 0.05, "memory": 0.8}
+#: the trainer's elementwise passes per GD step, outside the matmuls (counted with the profiler
+#: by tests/runner/test_cost.py): each hidden activation 5 (ReLU in place: read, write; its
+#: backward: read g and h, write), each trained weight 7 (decay in place 2, η·∇ 2, the
+#: subtraction 3), a weight that only decays 2, and 24 over the (E, n) outputs and losses
+ACTIVATION_PASSES, WEIGHT_PASSES, DECAY_PASSES, OUTPUT_PASSES = 5, 7, 2, 24
+#: bytes per number: the weights and activations are float32 at every GPU precision
+ITEMSIZE = 4
 LARGE_WIDTH = 100
 #: the paper's figures, whose total the 6-minute target bounds (all experiments: 15 minutes)
 PAPER_FIGURES = ("fig2", "fig3", "fig5", "fig6")
@@ -54,11 +64,26 @@ class Workload:
     n: int
     members: int
     steps: int
+    #: weight entries per member that only decay (Figure 6's off-task first-layer columns)
+    decay_only: int = 0
 
     @property
     def flops(self) -> float:
         """FLOPs of the whole run: flops_per_step(dims, n, E) × steps."""
         return flops_per_step(self.dims, self.n, self.members) * self.steps
+
+    def elementwise_bytes_per_step(self, itemsize: int = ITEMSIZE) -> float:
+        """Bytes one GD step's elementwise passes read and write (ACTIVATION_PASSES, …)."""
+        weights = sum(a * b for a, b in zip(self.dims[:-1], self.dims[1:], strict=True))
+        numbers = self.members * (ACTIVATION_PASSES * self.n * sum(self.dims[1:-1])
+                                  + WEIGHT_PASSES * weights + DECAY_PASSES * self.decay_only
+                                  + OUTPUT_PASSES * self.n)
+        return float(itemsize * numbers)
+
+    @property
+    def elementwise_bytes(self) -> float:
+        """Bytes of the whole run's elementwise passes: per step × steps."""
+        return self.elementwise_bytes_per_step() * self.steps
 
     @property
     def large(self) -> bool:
@@ -99,9 +124,11 @@ def _fig2_replicates(spec, name):  # two fig2 runs (one per init seed) per pair
 def _fig6(spec, name):  # three roles per seed and λ; inputs are two pooled 28×28 images
     pool, n, widths, lams, scales, steps, seeds = _need(
         spec, name, "pool", "n_train", "widths", "lams", "init_scales", "steps", "seeds")
-    # each member trains on its own task's image columns (gd's support), half of the 2p inputs
+    # each member trains on its own task's image columns (gd's support), half of the 2p inputs;
+    # the other half of its first layer only decays
     d = (28 // pool) ** 2
-    return [Workload((d, *widths, 1), n, 3 * seeds * len(lams) * len(scales), steps)]
+    return [Workload((d, *widths, 1), n, 3 * seeds * len(lams) * len(scales), steps,
+                     decay_only=d * widths[0])]
 
 
 def _fig6_variants(spec, name):
@@ -184,14 +211,20 @@ def flops(name: str, spec: dict[str, Any]) -> float:
 
 def device_seconds(name: str, spec: dict[str, Any], device: Device = H100,
                    precision: str = "fp32",
-                   efficiency: dict[str, float] | None = None) -> float:
-    """Predicted seconds: Σ FLOPs / (peak[precision] × efficiency of large or small matmuls)."""
+                   efficiency: dict[str, float] | None = None, memory: bool = False) -> float:
+    """Predicted seconds: Σ FLOPs / (peak[precision] × efficiency of large or small matmuls);
+    with ``memory``, plus the elementwise bytes / (bandwidth × memory efficiency), as those
+    passes are separate kernels bound by memory, not by the matmul units."""
     if precision not in device.peak:
         raise ValueError(f"precision must be one of {sorted(device.peak)}, got {precision!r}")
     eff = {**EFFICIENCY, **(efficiency or {})}
     rate = device.peak[precision]
-    return sum(w.flops / (rate * eff["large" if w.large else "small"])
-               for w in workloads(name, spec))
+    total = 0.0
+    for w in workloads(name, spec):
+        total += w.flops / (rate * eff["large" if w.large else "small"])
+        if memory:
+            total += w.elementwise_bytes / (device.bandwidth * eff["memory"])
+    return total
 
 
 def cpu_seconds(name: str, spec: dict[str, Any], precision: str = "fp32",
@@ -210,20 +243,25 @@ def summary(name: str, spec: dict[str, Any], device: Device = H100) -> str:
     except ValueError:
         return "FLOP model: none for this experiment"
     fp32, tf32 = (device_seconds(name, spec, device, p) / 60 for p in ("fp32", "tf32"))
+    with_memory = device_seconds(name, spec, device, "tf32", memory=True) / 60
     return (f"FLOP model: {total:.2g} FLOP; one {device.name}: {fp32:.2g} min fp32, "
             f"{tf32:.2g} min TF32 (assumed {EFFICIENCY['large']:.0%} of peak, "
-            f"{EFFICIENCY['small']:.0%} when a width is below {LARGE_WIDTH})")
+            f"{EFFICIENCY['small']:.0%} when a width is below {LARGE_WIDTH}), "
+            f"{with_memory:.2g} min TF32 with the elementwise passes' memory traffic")
 
 
 def predictions(specs: dict[str, dict[str, Any]], device: Device = H100,
                 efficiency: dict[str, float] | None = None) -> list[dict[str, Any]]:
-    """One row per experiment: FLOPs, predicted device minutes in fp32 and TF32, CPU hours."""
+    """One row per experiment: FLOPs, predicted device minutes in fp32 and TF32 (FLOPs only,
+    and with the elementwise passes' memory traffic), CPU hours."""
     return [
         {
             "experiment": name,
             "flops": flops(name, spec),
             "fp32_min": device_seconds(name, spec, device, "fp32", efficiency) / 60,
             "tf32_min": device_seconds(name, spec, device, "tf32", efficiency) / 60,
+            "tf32_with_memory_min": device_seconds(name, spec, device, "tf32", efficiency,
+                                                   memory=True) / 60,
             "cpu_fp32_h": cpu_seconds(name, spec) / 3600,
         }
         for name, spec in specs.items()

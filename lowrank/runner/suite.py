@@ -59,13 +59,14 @@ def suite_order(names) -> list[str]:
 
 def predicted_seconds(name: str, spec: dict, device: torch.device, precision: str,
                       on_device: bool) -> float | None:
-    """The FLOP model's time: on a GPU's published peak for what runs there, else this CPU's
-    measured rate; None without a FLOP model."""
+    """The cost model's time: on a GPU its published peak and bandwidth (FLOPs and the
+    elementwise passes' bytes) for what runs there, else this CPU's measured rate; None
+    without a FLOP model."""
     try:
         if device.type == "cuda" and on_device:
             gpu = cost.H200 if "H200" in torch.cuda.get_device_name(device) else cost.H100
             prec = precision if precision in gpu.peak else "fp32"
-            return cost.device_seconds(name, spec, gpu, prec)
+            return cost.device_seconds(name, spec, gpu, prec, memory=True)
         return cost.cpu_seconds(name, spec, "fp64" if precision == "fp64" else "fp32")
     except ValueError:
         return None

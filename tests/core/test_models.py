@@ -8,7 +8,7 @@ import pytest
 import torch
 from sphere_data import sphere_data
 
-from lowrank.core import models
+from lowrank.core import layouts, models
 from lowrank.core.metrics import loss_and_gradient
 from lowrank.core.models import (
     init_mlp,
@@ -188,7 +188,7 @@ def _layout_run(monkeypatch, dtype, cpu: bool, chunk: int):
     y = torch.where(torch.randn(3, 40, generator=g) > 0, 1.0, -1.0).to(dtype)
     w = init_mlp([8, 32, 4, 1], members=3, seed=1, dtype=dtype)
     monkeypatch.setattr(models, "CPU_CHUNK_ELEMENTS", chunk)
-    monkeypatch.setattr(models, "cpu_layouts", lambda device: cpu)
+    monkeypatch.setattr(layouts, "cpu_layouts", lambda device: cpu)
     return engine.gd(w, x, y, 1e-2, 0.5, 25, backward=True)[0]
 
 

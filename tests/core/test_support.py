@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lowrank.core import engine, models
+from lowrank.core import engine
 from lowrank.core.models import init_mlp
+from lowrank.core.support import check_support, join_first_layer, split_first_layer
 
 P = 7  # columns per task; inputs are 2P wide, zero on the other task's P columns
 
@@ -58,11 +59,11 @@ def test_a_shared_support_for_shared_inputs_and_a_single_net():
 def test_split_and_join_are_exact_inverses():
     w = init_mlp([2 * P, 4, 1], members=3, seed=4)
     x, _, support = _padded(3)
-    on, off = models.check_support(support, w, x)
+    on, off = check_support(support, w, x)
     assert off.shape == (3, P)
-    parts = models.split_first_layer(w, on, off)
+    parts = split_first_layer(w, on, off)
     assert [tuple(t.shape) for t in parts[:2]] == [(3, 4, P), (3, 4, P)]
-    for a, b in zip(models.join_first_layer(parts, on, off), w, strict=True):
+    for a, b in zip(join_first_layer(parts, on, off), w, strict=True):
         assert torch.equal(a, b)
 
 
