@@ -64,8 +64,7 @@ def check_support(
     outside.scatter_(-1, rows, False)
     complement = torch.arange(d, device=s.device).expand_as(outside)[outside]
     complement = complement.reshape(*s.shape[:-1], d - s.shape[-1])
-    if x.shape[-1] != d:
-        raise ValueError(f"x must have shape (n, {d}) or (E, n, {d}), got {tuple(x.shape)}")
+    check_mlp_data(weights, x)
     leaked = _columns(x, complement.to(x.device)) != 0
     if leaked.any():
         where = leaked.nonzero()[0].tolist()
