@@ -191,14 +191,13 @@ class Fig6(Experiment):
         lam_t = torch.tensor([m[2] for m in members], **to)
         i1 = torch.arange(0, len(members), 3, device=device)
         i2, i3 = i1 + 1, i1 + 2
-        # the first-layer columns each member never sees: left members see [:p], right [p:]
+        # each member's inputs are zero off its own task's p columns (task2 the right ones):
+        # it trains on those only, and the first-layer columns it never sees only decay
         p = feats.shape[1]
-        inactive = torch.zeros(len(members), 1, 2 * p, **to)
-        for e, m in enumerate(members):
-            if m[3] == "task2":
-                inactive[e, 0, :p] = 1
-            else:
-                inactive[e, 0, p:] = 1
+        support = torch.stack([
+            torch.arange(p, 2 * p) if m[3] == "task2" else torch.arange(p) for m in members
+        ]).to(device)
+        inactive = torch.ones(len(members), 1, 2 * p, **to).scatter_(-1, support[:, None], 0.0)
         inactive_norm0 = (w0[0] * inactive).norm(dim=(-2, -1))
 
         def rows_for(step, idx, net, data, split, metric, values, layer=0):
@@ -247,10 +246,6 @@ class Fig6(Experiment):
                     rows += rows_for(step, i1, "merged", data, "train", "leak", leak, 1)
             return rows
 
-        # each member's inputs are zero off its own task's p columns: train on those only
-        support = torch.stack([
-            torch.arange(p, 2 * p) if m[3] == "task2" else torch.arange(p) for m in members
-        ])
         _, history = gd(w0, x, y, lam_t, spec["eta"], spec["steps"],
                         record_every=spec["record_every"], record=record,
                         show_progress=show_progress, backward=True, support=support)
