@@ -43,7 +43,7 @@ def spectral_norm(w: torch.Tensor) -> torch.Tensor:
     """‖W‖_2 of a matrix or a batch: LAPACK's SVD on the CPU; batched Lanczos on a GPU."""
     if w.device.type == "cpu" or max(w.shape[-2:]) <= CUDA_BATCHED_SVD_MAX:
         return torch.linalg.matrix_norm(w, ord=2)
-    return spectral_norm_lanczos(w, steps=LANCZOS_STEPS)
+    return spectral_norm_lanczos(w)
 
 
 def stable_rank(w: torch.Tensor) -> torch.Tensor:
@@ -185,7 +185,9 @@ def spectral_norm_power(
     return sigma
 
 
-def spectral_norm_lanczos(w: torch.Tensor, steps: int = 64, seed: int = 0) -> torch.Tensor:
+def spectral_norm_lanczos(
+    w: torch.Tensor, steps: int = LANCZOS_STEPS, seed: int = 0
+) -> torch.Tensor:
     """‖W‖_2 by Lanczos on the Gram matrix of W's shorter side, fully reorthogonalised; batched.
 
     Every member of a batch advances together (two batched matrix-vector products per step,
@@ -238,7 +240,7 @@ def matrix_norms(w: torch.Tensor, method: str = "exact") -> tuple[torch.Tensor, 
     elif method == "power":
         spec = spectral_norm_power(w)
     else:
-        spec = spectral_norm_lanczos(w, steps=LANCZOS_STEPS)
+        spec = spectral_norm_lanczos(w)
     return fro, spec
 
 
