@@ -120,6 +120,19 @@ def get(name: str) -> Experiment:
     return reg[name]
 
 
+def _resolve(name: str, scale: str | None, overrides: dict[str, Any] | None,
+             precision: str | None, device) -> tuple[Experiment, str, dict[str, Any], str]:
+    """The experiment, scale, spec (with ``overrides``) and the precision it runs at: an
+    explicit ``precision`` strictly, else the configured one as offered (with a notice)."""
+    exp = get(name)
+    sc = resolve_scale(scale)
+    spec = {**exp.spec(sc), **(overrides or {})}
+    prec = offered_precision(exp, resolve_precision(precision, device),
+                             strict=precision is not None, spec=spec,
+                             announce=not precision_is_default())
+    return exp, sc, spec, prec
+
+
 def run_and_save(
     name: str,
     scale: str | None = None,
@@ -129,12 +142,8 @@ def run_and_save(
     precision: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run an experiment now at ``precision`` and store its table atomically; returns the rows."""
-    exp = get(name)
-    sc = resolve_scale(scale)
-    spec = {**exp.spec(sc), **(overrides or {})}
     dev = torch.device(device) if device is not None else default_device()
-    prec = offered_precision(exp, resolve_precision(precision, dev), strict=precision is not None,
-                             spec=spec, announce=not precision_is_default())
+    exp, sc, spec, prec = _resolve(name, scale, overrides, precision, dev)
     start = time.perf_counter()
     with matmul_precision.using(prec, dev):
         rows = exp.run(spec, dev, show_progress)
@@ -164,12 +173,7 @@ def load_or_run(
     """
     import pandas as pd
 
-    exp = get(name)
-    sc = resolve_scale(scale)
-    spec = {**exp.spec(sc), **(overrides or {})}
-    prec = offered_precision(exp, resolve_precision(precision, device),
-                             strict=precision is not None, spec=spec,
-                             announce=not precision_is_default())
+    exp, sc, spec, prec = _resolve(name, scale, overrides, precision, device)
     explicit = precision is not None or not precision_is_default()
     accept = (prec,) if sc == "quick" or explicit else matmul_precision.PRECISIONS
     cached = cache.load_result(name, sc, spec, source_sha256=cache.source_hash(exp.module),
